@@ -1,0 +1,402 @@
+"""The MQTT link: a thin, typed layer over paho-mqtt 2.x shared by every component.
+
+It connects with TLS (CA verification and hostname checking) and credentials,
+sets a Last Will, retries the first connection with tenacity (bounded, with
+jitter), lets paho reconnect afterwards and resubscribes on every connect. paho's
+callbacks only record facts and enqueue them: no exception can escape into the
+network thread. Services read ``Incoming`` messages and ``LinkEvent``s from
+``link.inbox`` on their own thread. QoS-1 publishes are tracked by message id to
+the broker's acknowledgement, and a refusal (e.g. an ACL reason code on MQTT 5)
+is reported, never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import random
+import ssl
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+from tenacity import (
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_random_exponential,
+)
+
+from bpfailover.settings import ConfigError, MqttSettings
+
+log = logging.getLogger("bpfailover.link")
+
+
+class LinkError(Exception):
+    """The broker cannot be used: unreachable, TLS failure, or credentials refused."""
+
+
+class BrokerUnreachable(LinkError):
+    """No connection could be made (refused, timed out); worth retrying."""
+
+
+class BrokerRefused(LinkError):
+    """The broker answered and said no (bad credentials, not authorised); not worth retrying."""
+
+
+class PublishError(LinkError):
+    """A publish that the broker refused, or that was not acknowledged in time."""
+
+
+@dataclass(frozen=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    retain: bool
+    received_at: float  # wall clock, for comparing with payload timestamps
+    received_mono: float  # monotonic clock, for measuring intervals
+
+
+@dataclass(frozen=True)
+class LinkEvent:
+    kind: str  # "connected" or "disconnected"
+    reason: str
+    at_mono: float
+    session_present: bool = False
+
+
+@dataclass
+class Delivery:
+    """The fate of one QoS-1 publish, filled in from paho's network thread."""
+
+    topic: str
+    mid: int
+    done: threading.Event = field(default_factory=threading.Event)
+    refused: str | None = None
+
+    def wait(self, timeout: float) -> None:
+        """Block until the broker acknowledged; raise PublishError on refusal or timeout."""
+        if not self.done.wait(timeout):
+            raise PublishError(f"publish to {self.topic} not acknowledged within {timeout:g}s")
+        if self.refused:
+            raise PublishError(f"broker refused publish to {self.topic}: {self.refused}")
+
+
+def make_client_id(component: str, pool: str = "", node: str = "", *, unique: bool = False) -> str:
+    """A stable client id per component instance; ``unique`` adds a random suffix (CLI tools)."""
+    parts = ["bpf", component, pool, node]
+    if unique:
+        parts.append(uuid.uuid4().hex[:8])
+    return "-".join(p for p in parts if p)[:64]
+
+
+def _reason_text(reason: object) -> str:
+    if isinstance(reason, ReasonCode):
+        return str(reason.getName())
+    return str(reason)
+
+
+def _is_failure(reason: object) -> bool:
+    if isinstance(reason, ReasonCode):
+        return bool(reason.is_failure)
+    return bool(reason)
+
+
+class MqttLink:
+    """One broker connection for one service."""
+
+    def __init__(
+        self,
+        settings: MqttSettings,
+        client_id: str,
+        *,
+        subscriptions: Iterable[str] = (),
+        will: tuple[str, bytes] | None = None,
+        on_connect: Callable[[], None] | None = None,
+        inbox: queue.Queue[Incoming | LinkEvent] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client_id = settings.client_id or client_id
+        self.subscriptions: list[str] = list(subscriptions)
+        self.inbox: queue.Queue[Incoming | LinkEvent] = inbox if inbox is not None else queue.Queue()
+        self.connected = threading.Event()
+        self.refused: str | None = None
+        self.last_contact_mono: float | None = None
+        self._on_connect_hook = on_connect
+        self._deliveries: dict[int, Delivery] = {}
+        self._early: dict[int, str | None] = {}
+        self._lock = threading.Lock()
+        self._first_connack = threading.Event()
+        self._started = False
+        self._client = self._build_client(will)
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def _build_client(self, will: tuple[str, bytes] | None) -> paho.Client:
+        s = self.settings
+        v5 = s.protocol == "5"
+        client = paho.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=MQTTProtocolVersion.MQTTv5 if v5 else MQTTProtocolVersion.MQTTv311,
+            clean_session=None if v5 else True,
+            reconnect_on_failure=True,
+        )
+        if s.tls:
+            ca = str(s.ca_file) if s.ca_file else None
+            try:
+                client.tls_set(
+                    ca_certs=ca,
+                    certfile=str(s.cert_file) if s.cert_file else None,
+                    keyfile=str(s.key_file) if s.key_file else None,
+                    cert_reqs=ssl.CERT_REQUIRED,
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"mqtt: cannot load TLS files (ca_file/cert_file/key_file): {exc}"
+                ) from None
+            client.tls_insecure_set(False)
+        else:
+            log.warning(
+                "mqtt.tls is false: credentials and role commands travel in plaintext to %s:%s",
+                s.host,
+                s.port,
+            )
+        username = s.username
+        password = s.secret()
+        if username:
+            client.username_pw_set(username, password)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        # Jitter so that a fleet of nodes does not reconnect in lockstep after a broker restart.
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)  # type: ignore[arg-type]
+        client.on_connect = self._guard(self._handle_connect)
+        client.on_disconnect = self._guard(self._handle_disconnect)
+        client.on_message = self._guard(self._handle_message)
+        client.on_publish = self._guard(self._handle_publish)
+        client.on_subscribe = self._guard(self._handle_subscribe)
+        client.on_log = self._guard(self._handle_log)
+        return client
+
+    def set_will(self, topic: str, payload: bytes) -> None:
+        """Replace the Last Will; takes effect on the next (re)connect."""
+        self._client.will_set(topic, payload, qos=1, retain=True)
+
+    # --- paho callbacks (network thread): record, enqueue, never raise ------------------------
+
+    @staticmethod
+    def _guard(fn: Callable[..., None]) -> Callable[..., None]:
+        def wrapped(*args: object) -> None:
+            try:
+                fn(*args)
+            except Exception:
+                log.exception("internal error in MQTT callback %s (ignored)", fn.__name__)
+
+        return wrapped
+
+    def _handle_connect(
+        self, client: paho.Client, _u: object, flags: object, reason: object, _p: object
+    ) -> None:
+        if _is_failure(reason):
+            self.refused = _reason_text(reason)
+            log.error(
+                "broker %s:%s refused connection: %s", self.settings.host, self.settings.port, self.refused
+            )
+            self._first_connack.set()
+            return
+        self.refused = None
+        self.last_contact_mono = time.monotonic()
+        for topic in self.subscriptions:
+            client.subscribe(topic, qos=1)
+        self.connected.set()
+        self._first_connack.set()
+        present = bool(getattr(flags, "session_present", False))
+        log.info("connected to %s:%s as %s", self.settings.host, self.settings.port, self.client_id)
+        self.inbox.put(LinkEvent("connected", "ok", time.monotonic(), present))
+        if self._on_connect_hook is not None:
+            self._on_connect_hook()
+
+    def _handle_disconnect(self, _c: object, _u: object, _flags: object, reason: object, _p: object) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        with self._lock:
+            pending = list(self._deliveries.values())
+        if was:
+            log.warning(
+                "disconnected from %s:%s: %s (%d publishes pending)",
+                self.settings.host,
+                self.settings.port,
+                _reason_text(reason),
+                len(pending),
+            )
+            self.inbox.put(LinkEvent("disconnected", _reason_text(reason), time.monotonic()))
+
+    def _handle_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
+        now = time.monotonic()
+        self.last_contact_mono = now
+        self.inbox.put(
+            Incoming(message.topic, bytes(message.payload), bool(message.retain), time.time(), now)
+        )
+
+    def _handle_publish(self, _c: object, _u: object, mid: int, reason: object, _p: object) -> None:
+        self.last_contact_mono = time.monotonic()
+        refused = _reason_text(reason) if _is_failure(reason) else None
+        with self._lock:
+            delivery = self._deliveries.pop(mid, None)
+            if delivery is None:
+                self._early[mid] = refused
+                return
+        delivery.refused = refused
+        if refused:
+            log.error("broker refused publish to %s: %s", delivery.topic, refused)
+        delivery.done.set()
+
+    def _handle_subscribe(self, _c: object, _u: object, _mid: int, reasons: list[object], _p: object) -> None:
+        for topic, reason in zip(self.subscriptions, reasons, strict=False):
+            if _is_failure(reason) or (isinstance(reason, ReasonCode) and reason.value >= 0x80):
+                log.error("broker refused subscription to %s: %s", topic, _reason_text(reason))
+
+    def _handle_log(self, _c: object, _u: object, _level: int, text: str) -> None:
+        if text.startswith("Received "):
+            self.last_contact_mono = time.monotonic()
+
+    # --- lifecycle --------------------------------------------------------------------------
+
+    def _attempt(self) -> None:
+        s = self.settings
+        self._first_connack.clear()
+        try:
+            self._client.connect(s.host, s.port, keepalive=int(s.keepalive))
+        except ssl.SSLCertVerificationError as exc:
+            raise BrokerRefused(
+                f"TLS verification of {s.host}:{s.port} failed: {exc.verify_message}; "
+                "check mqtt.ca_file and that mqtt.host matches the certificate"
+            ) from None
+        except ssl.SSLError as exc:
+            raise BrokerUnreachable(f"TLS handshake with {s.host}:{s.port} failed: {exc}") from None
+        except (TimeoutError, OSError) as exc:
+            raise BrokerUnreachable(f"cannot reach broker {s.host}:{s.port}: {exc}") from None
+        self._client.loop_start()
+        if not self._first_connack.wait(s.connect_timeout):
+            self._client.loop_stop()
+            raise BrokerUnreachable(f"no answer from broker {s.host}:{s.port} within {s.connect_timeout:g}s")
+        if self.refused is not None:
+            self._client.loop_stop()
+            self._client.disconnect()
+            raise BrokerRefused(
+                f"broker {s.host}:{s.port} refused connection: {self.refused} "
+                "(check mqtt.username and the password)"
+            )
+
+    def start(self, *, attempts: int = 5, persistent: bool = False) -> None:
+        """Connect, retrying unreachable brokers ``attempts`` times with jittered backoff.
+
+        With ``persistent`` a broker that stays unreachable is not an error: paho keeps
+        trying in the background and the service learns of the connection from its inbox.
+        Refused credentials and failed certificate checks always raise.
+        """
+        if self._started:
+            return
+        retrying = Retrying(
+            stop=stop_after_attempt(max(1, attempts)),
+            wait=wait_random_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception_type(BrokerUnreachable),
+            reraise=True,
+            before_sleep=lambda rs: log.warning(
+                "broker not reachable (attempt %d/%d): %s",
+                rs.attempt_number,
+                attempts,
+                rs.outcome.exception() if rs.outcome else "",
+            ),
+        )
+        try:
+            retrying(self._attempt)
+        except BrokerUnreachable as exc:
+            if not persistent:
+                raise
+            log.warning("%s; will keep trying in the background", exc)
+            s = self.settings
+            self._client.connect_async(s.host, s.port, keepalive=int(s.keepalive))
+            self._client.loop_start()
+        except RetryError as exc:  # pragma: no cover - reraise=True makes this unreachable
+            raise BrokerUnreachable(str(exc)) from None
+        self._started = True
+
+    def stop(self) -> None:
+        """Disconnect cleanly (no Last Will) and stop the network thread."""
+        try:
+            self._client.disconnect()
+        finally:
+            self._client.loop_stop()
+            self.connected.clear()
+            self._started = False
+
+    def abort(self) -> None:
+        """Drop the connection as a crash would, so the broker publishes the Last Will."""
+        if self.settings.protocol == "5":
+            self._client.disconnect(
+                reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
+            )
+        else:
+            sock = self._client.socket()
+            if sock is not None:
+                sock.close()
+        self._client.loop_stop()
+        self.connected.clear()
+        self._started = False
+
+    # --- use --------------------------------------------------------------------------------
+
+    def subscribe(self, topic: str) -> None:
+        """Add a subscription, kept across reconnects."""
+        if topic not in self.subscriptions:
+            self.subscriptions.append(topic)
+        if self.connected.is_set():
+            self._client.subscribe(topic, qos=1)
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Delivery:
+        """Publish at QoS 1; the returned Delivery completes on the broker's PUBACK.
+
+        While disconnected paho queues the message and sends it after reconnecting;
+        services that only want the latest value should check ``connected`` first.
+        """
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        delivery = Delivery(topic, info.mid)
+        if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
+            delivery.refused = paho.error_string(info.rc)
+            delivery.done.set()
+            return delivery
+        with self._lock:
+            if info.mid in self._early:
+                delivery.refused = self._early.pop(info.mid)
+                delivery.done.set()
+            else:
+                self._deliveries[info.mid] = delivery
+        return delivery
+
+    def publish_wait(
+        self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0
+    ) -> None:
+        self.publish(topic, payload, retain=retain).wait(timeout)
+
+    def get(self, timeout: float | None = None) -> Incoming | LinkEvent | None:
+        """The next message or connection event, or None after ``timeout`` seconds."""
+        try:
+            return self.inbox.get(timeout=timeout)
+        except queue.Empty:
+            return None
+
+    def __enter__(self) -> MqttLink:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()

@@ -1,0 +1,297 @@
+"""Configuration: one model per TOML section, loaded from a file and ``BPF_<SECTION>__<KEY>``.
+
+Environment variables win over the file. Relative paths in the file are resolved
+against the file's own folder, so a bundle written by ``bpfailover init`` can be
+moved as a whole. Every error names the offending key in one line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from bpfailover.durations import Duration
+from bpfailover.topics import DEFAULT_PREFIX, NodeName, PoolId, check_prefix
+
+
+class ConfigError(ValueError):
+    """A configuration the operator must fix; the message is one actionable line."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MqttSettings(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8883, ge=1, le=65535)
+    tls: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive: Duration = 30.0
+    prefix: str = DEFAULT_PREFIX
+    client_id: str | None = None
+    connect_timeout: Duration = 10.0
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSettings:
+        check_prefix(self.prefix)
+        if self.keepalive < 5:
+            raise ValueError("keepalive must be at least 5 seconds")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file must be given together")
+        return self
+
+    def secret(self) -> str | None:
+        """The password, from ``password`` or the first line of ``password_file``."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text().splitlines()[0].strip()
+            except (OSError, IndexError) as exc:
+                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc}") from None
+        return None
+
+
+class PoolSettings(Section):
+    id: PoolId | None = None
+
+
+class NodeSettings(Section):
+    name: NodeName | None = None
+    priority: int = Field(default=100, ge=0)
+
+
+Source = Literal["cardano-cli", "prometheus", "command", "simulate"]
+Network = Literal["mainnet", "preprod", "preview", "custom"]
+
+
+class PublisherSettings(Section):
+    source: Source = "cardano-cli"
+    interval: Duration = 10.0
+    network: Network = "mainnet"
+    cardano_cli: str = "cardano-cli"
+    socket_path: Path | None = None
+    testnet_magic: int | None = None
+    metrics_url: str = "http://127.0.0.1:12798/metrics"
+    command: str | None = None
+    stall_file: Path | None = None
+    timeout: Duration = 10.0
+    slot_offset: float | None = None
+    slot_length: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> PublisherSettings:
+        if self.interval <= 0:
+            raise ValueError("interval must be greater than 0")
+        if self.source == "command" and not self.command:
+            raise ValueError("source 'command' needs publisher.command")
+        if self.network == "custom" and self.slot_offset is None:
+            raise ValueError("network 'custom' needs publisher.slot_offset")
+        return self
+
+
+Method = Literal["env-swap", "sighup", "command"]
+
+
+class ActuatorSettings(Section):
+    method: Method = "env-swap"
+    env_file: Path | None = None
+    producer_env: Path | None = None
+    relay_env: Path | None = None
+    restart_command: str = "systemctl restart cnode"
+    stop_command: str | None = "systemctl stop cnode"
+    promote_command: str | None = None
+    demote_command: str | None = None
+    # sighup: the paths the node was started with, and where the keys rest while relay
+    kes_key: Path | None = None
+    vrf_key: Path | None = None
+    opcert: Path | None = None
+    key_store: Path | None = None
+    pid_file: Path | None = None
+    sighup_command: str | None = None
+    state_dir: Path = Path("/var/lib/bpfailover")
+    fence_after: Duration = 120.0
+    apply_timeout: Duration = 120.0
+    apply_retries: int = Field(default=3, ge=1, le=20)
+    dry_run: bool = False
+    verify_key: str | None = None
+
+
+class DeciderSettings(Section):
+    id: str | None = None
+    stale_after: Duration = 300.0
+    tick: Duration = 1.0
+    rise: int = Field(default=2, ge=1)
+    min_switch_interval: Duration = 300.0
+    max_failovers: int = Field(default=3, ge=1)
+    flap_window: Duration = 3600.0
+    startup_grace: Duration = 30.0
+    max_clock_skew: Duration = 10.0
+    apply_timeout: Duration = 120.0
+    fence_margin: Duration = 10.0
+    failback: bool = False
+    dry_run: bool = False
+    signing_key: Path | None = None
+
+
+class PoolNode(Section):
+    name: NodeName
+    priority: int = Field(default=100, ge=0)
+
+
+class PoolSpec(Section):
+    id: PoolId
+    nodes: list[PoolNode] = Field(min_length=1)
+    initial_producer: NodeName | None = None
+    dry_run: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_names(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("nodes"), list):
+            data = dict(data)
+            data["nodes"] = [{"name": n} if isinstance(n, str) else n for n in data["nodes"]]
+        return data
+
+    @model_validator(mode="after")
+    def _check(self) -> PoolSpec:
+        names = [n.name for n in self.nodes]
+        if len(set(names)) != len(names):
+            raise ValueError(f"pool {self.id}: node names repeat")
+        if self.initial_producer is not None and self.initial_producer not in names:
+            raise ValueError(f"pool {self.id}: initial_producer {self.initial_producer!r} is not in nodes")
+        return self
+
+
+_PATH_FIELDS: dict[str, tuple[str, ...]] = {
+    "mqtt": ("ca_file", "cert_file", "key_file", "password_file"),
+    "publisher": ("socket_path", "stall_file"),
+    "actuator": (
+        "env_file",
+        "producer_env",
+        "relay_env",
+        "kes_key",
+        "vrf_key",
+        "opcert",
+        "key_store",
+        "pid_file",
+        "state_dir",
+    ),
+    "decider": ("signing_key",),
+}
+
+
+class BpfConfig(BaseSettings):
+    """The whole configuration; each component reads the sections it needs."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="BPF_",
+        env_nested_delimiter="__",
+        nested_model_default_partial_update=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    pool: PoolSettings = Field(default_factory=PoolSettings)
+    node: NodeSettings = Field(default_factory=NodeSettings)
+    publisher: PublisherSettings = Field(default_factory=PublisherSettings)
+    actuator: ActuatorSettings = Field(default_factory=ActuatorSettings)
+    decider: DeciderSettings = Field(default_factory=DeciderSettings)
+    pools: list[PoolSpec] = Field(default_factory=list)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init data; the environment overrides it.
+        return env_settings, init_settings
+
+    # Convenience accessors that fail with a clear message when a section is incomplete.
+    def require_pool_id(self) -> str:
+        if not self.pool.id:
+            raise ConfigError('pool.id is not set: add [pool] id = "..." or BPF_POOL__ID')
+        return self.pool.id
+
+    def require_node_name(self) -> str:
+        if not self.node.name:
+            raise ConfigError('node.name is not set: add [node] name = "..." or BPF_NODE__NAME')
+        return self.node.name
+
+
+def _format_error(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors()[:3]:
+        where = ".".join(str(p) for p in item["loc"])
+        msg = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            msg = "unknown key"
+        given = item.get("input")
+        shown = (
+            ""
+            if isinstance(given, dict | list) or item["type"] in ("missing", "extra_forbidden")
+            else f" (got {given!r})"
+        )
+        parts.append(f"{where or 'config'}: {msg}{shown}")
+    more = f"; +{error.error_count() - 3} more" if error.error_count() > 3 else ""
+    return "; ".join(parts) + more
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> dict[str, Any]:
+    for section, keys in _PATH_FIELDS.items():
+        values = data.get(section)
+        if not isinstance(values, dict):
+            continue
+        for key in keys:
+            raw = values.get(key)
+            if isinstance(raw, str) and raw and not Path(raw).expanduser().is_absolute():
+                values[key] = str((base / raw).resolve())
+            elif isinstance(raw, str) and raw:
+                values[key] = str(Path(raw).expanduser())
+    return data
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} is not readable (permission denied)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+    return _resolve_paths(data, path.resolve().parent)
+
+
+def load_config(path: Path | str | None = None) -> BpfConfig:
+    """Read ``path`` (optional) and the environment; raise ConfigError with one line."""
+    data = read_toml(Path(path)) if path is not None else {}
+    where = f"{path}: " if path is not None else ""
+    try:
+        return BpfConfig(**data)
+    except ValidationError as exc:
+        raise ConfigError(f"{where}{_format_error(exc)}") from None
+    except ValueError as exc:  # e.g. a malformed BPF_* value that pydantic-settings cannot decode
+        raise ConfigError(f"{where}{exc}".splitlines()[0]) from None
+
+
+def environment_overrides() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.upper().startswith("BPF_")}

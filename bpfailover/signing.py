@@ -1,0 +1,106 @@
+"""Ed25519 signatures over RoleCommands.
+
+The signature covers the canonical JSON of every field but ``sig``: keys sorted,
+no whitespace, UTF-8. Private keys are PKCS#8 PEM files; a verify key is given
+either as a PEM file or as the raw 32-byte public key in base64.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from pathlib import Path
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from bpfailover.wire import RoleCommand
+
+
+class SignatureError(ValueError):
+    """A command whose signature is missing or does not verify."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class KeyLoadError(ValueError):
+    """A key file or value that cannot be loaded."""
+
+
+def canonical_json(command: RoleCommand) -> bytes:
+    body = command.model_dump(mode="json", by_alias=True, exclude={"sig"})
+    return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_command(command: RoleCommand, key: Ed25519PrivateKey) -> RoleCommand:
+    signature = key.sign(canonical_json(command))
+    return command.model_copy(update={"sig": base64.b64encode(signature).decode()})
+
+
+def verify_command(command: RoleCommand, key: Ed25519PublicKey) -> None:
+    """Raise SignatureError unless ``command`` carries a valid signature by ``key``."""
+    if not command.sig:
+        raise SignatureError("unsigned", "command carries no signature but a verify key is set")
+    try:
+        signature = base64.b64decode(command.sig, validate=True)
+        key.verify(signature, canonical_json(command))
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise SignatureError("bad_signature", "command signature does not verify") from None
+
+
+def generate_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def public_key_b64(key: Ed25519PublicKey) -> str:
+    raw = key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode()
+
+
+def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    return key.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def load_signing_key(path: Path) -> Ed25519PrivateKey:
+    try:
+        key = serialization.load_pem_private_key(Path(path).read_bytes(), password=None)
+    except (OSError, ValueError, TypeError) as exc:
+        raise KeyLoadError(f"cannot load signing key {path}: {exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise KeyLoadError(f"signing key {path} is not an Ed25519 key")
+    return key
+
+
+def load_verify_key(value: str | Path) -> Ed25519PublicKey:
+    """Load a public key from a PEM file path or from a base64 raw key."""
+    text = str(value).strip()
+    path = Path(text)
+    try:
+        if path.is_file():
+            data = path.read_bytes()
+            if b"BEGIN" in data:
+                key = serialization.load_pem_public_key(data)
+                if not isinstance(key, Ed25519PublicKey):
+                    raise KeyLoadError(f"verify key {path} is not an Ed25519 key")
+                return key
+            text = data.decode().strip()
+        raw = base64.b64decode(text, validate=True)
+        return Ed25519PublicKey.from_public_bytes(raw)
+    except KeyLoadError:
+        raise
+    except (OSError, ValueError, binascii.Error) as exc:
+        raise KeyLoadError(
+            f"cannot load verify key {text[:60]!r}: expected a PEM file or a base64 Ed25519 key ({exc})"
+        ) from None

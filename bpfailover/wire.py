@@ -1,0 +1,190 @@
+"""The wire contract: JSON messages exchanged over MQTT (DESIGN §4).
+
+Every model is strict, rejects unknown fields and carries ``v: 1``. ``decode`` is
+the single entry point for bytes arriving from the broker: it enforces the size
+limit, the schema and the topic identity, and raises ``PayloadRejected`` with a
+short machine-readable reason that services count and log once.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from bpfailover.topics import NodeName, PoolId
+
+MAX_PAYLOAD = 8 * 1024
+WIRE_VERSION = 1
+
+Role = Literal["producer", "relay"]
+AppliedRole = Literal["producer", "relay", "unknown"]
+Action = Literal["switchover", "failover", "pause", "resume", "maintenance"]
+
+
+class PayloadRejected(ValueError):
+    """An incoming payload that must be ignored. ``reason`` is a short counter label."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+
+    v: Literal[1] = WIRE_VERSION
+
+    def to_json(self) -> bytes:
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class TipReport(WireModel):
+    """What a publisher saw of its node's chain tip."""
+
+    pool: PoolId
+    node: NodeName
+    boot: str = Field(min_length=1, max_length=64)
+    seq: int = Field(ge=0)
+    sent_at: float
+    ok: bool
+    error: str | None = Field(default=None, max_length=500)
+    slot: int | None = Field(default=None, ge=0)
+    block: int | None = Field(default=None, ge=0)
+    epoch: int | None = Field(default=None, ge=0)
+    hash: str | None = Field(default=None, max_length=128)
+    tip_time: float | None = None
+    network: str = Field(default="mainnet", max_length=32)
+    source: str = Field(default="cardano-cli", max_length=32)
+    forging: bool | None = None
+    kes_periods_left: int | None = None
+    peers: int | None = Field(default=None, ge=0)
+
+
+class RoleCommand(WireModel):
+    """The decider's order to one node, retained on its role topic."""
+
+    pool: PoolId
+    node: NodeName
+    role: Role
+    epoch: int = Field(ge=1)
+    issued_at: float
+    decider: str = Field(min_length=1, max_length=64)
+    reason: str = Field(default="", max_length=500)
+    dry_run: bool = False
+    sig: str | None = Field(default=None, max_length=200)
+
+
+class NodeState(WireModel):
+    """What an actuator reports about the role applied on its node (retained, with a Will)."""
+
+    pool: PoolId
+    node: NodeName
+    boot: str = Field(min_length=1, max_length=64)
+    online: bool
+    role: AppliedRole
+    epoch: int = Field(ge=0)
+    fenced: bool = False
+    dry_run: bool = False
+    method: str = Field(default="env-swap", max_length=32)
+    fence_after: float = Field(ge=0)
+    pending: Role | None = None
+    error: str | None = Field(default=None, max_length=500)
+    updated_at: float
+
+
+class Transition(WireModel):
+    """A producer change in progress."""
+
+    from_: str | None = Field(default=None, alias="from")
+    to: str
+    epoch: int = Field(ge=1)
+    kind: str = Field(max_length=32)
+    started_at: float
+    phase: str = Field(max_length=32)
+
+
+class DeciderStatus(WireModel):
+    pool: PoolId
+    decider: str = Field(min_length=1, max_length=64)
+    online: bool
+    epoch: int = Field(ge=0)
+    producer: str | None = None
+    paused: bool = False
+    paused_until: float | None = None
+    frozen: bool = False
+    dry_run: bool = False
+    maintenance: dict[str, float | None] = Field(default_factory=dict)
+    transition: Transition | None = None
+    updated_at: float
+
+
+class ControlRequest(WireModel):
+    """An operator's request to the decider, on ``{prefix}/{pool}/control``."""
+
+    request_id: str = Field(min_length=1, max_length=64)
+    pool: PoolId | None = None
+    action: Action
+    node: NodeName | None = None
+    to: NodeName | None = None
+    enabled: bool = True
+    until: float | None = None
+    force: bool = False
+    requested_by: str = Field(default="operator", max_length=64)
+    sent_at: float | None = None
+
+
+class NodeInputs(WireModel):
+    """One node's view behind a decision."""
+
+    age: float | None = None
+    online: bool = False
+    eligible: bool = False
+    why_not: str | None = None
+    role: AppliedRole = "unknown"
+    epoch: int = 0
+    skew: float | None = None
+
+
+class DecisionEvent(WireModel):
+    pool: PoolId
+    at: float
+    kind: str = Field(max_length=32)
+    from_: str | None = Field(default=None, alias="from")
+    to: str | None = None
+    epoch: int = Field(default=0, ge=0)
+    reason: str = Field(default="", max_length=1000)
+    request_id: str | None = None
+    ok: bool | None = None
+    dry_run: bool = False
+    inputs: dict[str, NodeInputs] = Field(default_factory=dict)
+
+
+M = TypeVar("M", bound=WireModel)
+NODE_MESSAGES = (TipReport, RoleCommand, NodeState)
+
+
+def _summarise(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{where}: {first['msg']}{more}"
+
+
+def decode(model: type[M], payload: bytes, *, pool: str | None = None, node: str | None = None) -> M:
+    """Parse bytes from the broker into ``model``; check size, schema and topic identity."""
+    if len(payload) > MAX_PAYLOAD:
+        raise PayloadRejected("oversized", f"{len(payload)} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+    try:
+        message = model.model_validate_json(payload)
+    except ValidationError as exc:
+        if any(e["type"] == "json_invalid" for e in exc.errors()):
+            raise PayloadRejected("malformed", "payload is not valid JSON") from None
+        raise PayloadRejected("schema", f"{model.__name__} {_summarise(exc)}") from None
+    got_pool: Any = getattr(message, "pool", None)
+    if pool is not None and got_pool is not None and got_pool != pool:
+        raise PayloadRejected("topic_mismatch", f"payload pool {got_pool!r} but topic pool {pool!r}")
+    if node is not None and isinstance(message, NODE_MESSAGES) and message.node != node:
+        raise PayloadRejected("topic_mismatch", f"payload node {message.node!r} but topic node {node!r}")
+    return message

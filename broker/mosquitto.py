@@ -1,0 +1,148 @@
+"""Mosquitto's configuration and ACL for one pool, rendered as text.
+
+Every path in ``mosquitto.conf`` is absolute: mosquitto resolves relative paths
+against its working directory, not against the configuration file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bpfailover.topics import Topics
+
+DECIDER_USER = "decider"
+OPERATOR_USER = "operator"
+SERVICE_USERS = (DECIDER_USER, OPERATOR_USER)
+
+LOOPBACK_HOSTS = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1"}
+
+
+def listen_address(broker_host: str) -> str | None:
+    """Bind address: loopback when clients reach the broker on this machine, else all."""
+    return LOOPBACK_HOSTS.get(broker_host.lower())
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    """Absolute paths mosquitto needs, all inside the bundle's ``broker/`` folder."""
+
+    folder: Path
+
+    @property
+    def conf(self) -> Path:
+        return self.folder / "mosquitto.conf"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.folder / "ca.crt"
+
+    @property
+    def server_cert(self) -> Path:
+        return self.folder / "server.crt"
+
+    @property
+    def server_key(self) -> Path:
+        return self.folder / "server.key"
+
+    @property
+    def passwd(self) -> Path:
+        return self.folder / "passwd"
+
+    @property
+    def acl(self) -> Path:
+        return self.folder / "acl"
+
+    @property
+    def data(self) -> Path:
+        return self.folder / "data"
+
+
+def render_conf(files: BrokerFiles, *, pool: str, port: int, address: str | None, user: str) -> str:
+    listener = f"listener {port} {address}" if address else f"listener {port}"
+    bind_note = (
+        "# Loopback only: the bundle was made for a broker reached on this machine.\n"
+        if address
+        else "# All interfaces: nodes connect from other machines. Open this port in the firewall.\n"
+    )
+    if user == "root":
+        user_note = (
+            "# The bundle was written by root, who owns its 0600 key, password and ACL files,\n"
+            "# so mosquitto keeps running as root. To run it as a normal user instead, run\n"
+            "# `bpfailover init` as that user.\n"
+        )
+    else:
+        user_note = (
+            f"# Started as root, mosquitto drops its privileges to {user}, who owns the 0600\n"
+            "# key, password and ACL files below and the persistence folder; a non-root user\n"
+            f"# ignores this line. So the same command works as root and as {user}.\n"
+        )
+    return f"""\
+# Mosquitto broker for bpfailover pool {pool}, written by `bpfailover init`.
+# Start it with:  mosquitto -c {files.conf}
+per_listener_settings false
+
+{user_note}user {user}
+
+{bind_note}{listener}
+cafile {files.ca_cert}
+certfile {files.server_cert}
+keyfile {files.server_key}
+
+allow_anonymous false
+password_file {files.passwd}
+acl_file {files.acl}
+
+# Retained tips, states and role commands survive a restart; saving every
+# minute bounds what a crash of the broker itself can lose.
+persistence true
+persistence_location {files.data}/
+autosave_interval 60
+
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+connection_messages true
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+"""
+
+
+def render_acl(*, pool: str, nodes: list[str], prefix: str) -> str:
+    """Least privilege: a node reaches only its own topics; anything not granted is denied."""
+    topics = Topics(prefix)
+    lines = [
+        f"# Access control for bpfailover pool {pool}, written by `bpfailover init`.",
+        "# A user may use only the topics granted below; everything else is denied.",
+        "",
+    ]
+    for node in nodes:
+        lines += [
+            f"# node {node}: publishes its own tip and state, reads only its own role",
+            f"user {node}",
+            f"topic write {topics.tip(pool, node)}",
+            f"topic write {topics.state(pool, node)}",
+            f"topic read {topics.role(pool, node)}",
+            "",
+        ]
+    base = f"{prefix}/{pool}"
+    lines += [
+        "# decider: reads every node's tip and state and the operator's requests; it reads",
+        "# its own retained role, dry-run and status messages back to recover after a restart",
+        f"user {DECIDER_USER}",
+        f"topic read {base}/tip/+",
+        f"topic read {base}/state/+",
+        f"topic read {topics.control(pool)}",
+        f"topic readwrite {base}/role/+",
+        f"topic readwrite {base}/dryrun/+",
+        f"topic readwrite {topics.decider(pool)}",
+        f"topic write {topics.events(pool)}",
+        "",
+        "# operator (bpfailover status, switchover, ...): sends requests, reads the whole pool",
+        f"user {OPERATOR_USER}",
+        f"topic write {topics.control(pool)}",
+        f"topic read {base}/#",
+        "",
+    ]
+    return "\n".join(lines)
