@@ -394,6 +394,35 @@ class MqttLink:
         except queue.Empty:
             return None
 
+    def serve(
+        self,
+        handler: Callable[[Incoming | LinkEvent], None],
+        stop: threading.Event,
+        *,
+        tick: float | None = None,
+        on_tick: Callable[[], None] | None = None,
+    ) -> None:
+        """Hand every inbox item to ``handler`` on this thread until ``stop`` is set.
+
+        An exception from ``handler`` or ``on_tick`` is logged and the loop goes on: one bad
+        message must not stop the ones after it. ``on_tick`` runs at least every ``tick`` seconds.
+        """
+        wait = tick if tick is not None else 0.5
+        next_tick = time.monotonic() + wait
+        while not stop.is_set():
+            item = self.get(timeout=max(0.0, min(wait, next_tick - time.monotonic())))
+            if item is not None:
+                try:
+                    handler(item)
+                except Exception:
+                    log.exception("error while handling %s (continuing)", getattr(item, "topic", item))
+            if on_tick is not None and time.monotonic() >= next_tick:
+                next_tick = time.monotonic() + wait
+                try:
+                    on_tick()
+                except Exception:
+                    log.exception("error in periodic task (continuing)")
+
     def __enter__(self) -> MqttLink:
         self.start()
         return self

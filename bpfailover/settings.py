@@ -125,6 +125,7 @@ class ActuatorSettings(Section):
     fence_after: Duration = 120.0
     apply_timeout: Duration = 120.0
     apply_retries: int = Field(default=3, ge=1, le=20)
+    apply_retry_wait: Duration = 2.0  # first backoff between attempts, doubling up to 30 s
     dry_run: bool = False
     verify_key: str | None = None
 
@@ -141,6 +142,7 @@ class DeciderSettings(Section):
     max_clock_skew: Duration = 10.0
     apply_timeout: Duration = 120.0
     fence_margin: Duration = 10.0
+    status_interval: Duration = 30.0
     failback: bool = False
     dry_run: bool = False
     signing_key: Path | None = None

@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import logging
 import os
+import pwd
 import re
 import tempfile
 from dataclasses import dataclass
@@ -63,11 +64,20 @@ class BundlePlan:
         ]
 
 
+def current_user() -> str:
+    """The user who will own the files (the effective uid), which mosquitto must run as."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return getpass.getuser()
+
+
 def check_host(host: str) -> str:
     host = host.strip()
     if certs.parse_ip(host) is None and not _HOSTNAME.match(host):
         raise BundleError(
-            f"invalid --broker-host {host!r}: give a DNS name or an IP address clients use to reach the broker"
+            f"invalid --broker-host {host!r}: "
+            "give the DNS name or IP address clients use to reach the broker"
         )
     return host
 
@@ -108,7 +118,7 @@ def plan_bundle(
         broker_host=check_host(broker_host),
         broker_port=broker_port,
         prefix=prefix,
-        owner=getpass.getuser(),
+        owner=current_user(),
     )
 
 

@@ -1,0 +1,1 @@
+"""The publisher: reads the node's chain tip every interval and publishes a TipReport."""

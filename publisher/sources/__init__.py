@@ -1,0 +1,30 @@
+"""Tip sources: each reads the node's chain tip one way and returns a TipSample or raises SourceError."""
+
+from __future__ import annotations
+
+from bpfailover.settings import ConfigError, PublisherSettings
+from publisher.chain import Chain
+from publisher.sources.base import SourceError, TipSample, TipSource
+from publisher.sources.cardano_cli import CardanoCliSource
+from publisher.sources.command import CommandSource
+from publisher.sources.prometheus import PrometheusSource
+from publisher.sources.simulate import SimulatedChain
+
+__all__ = ["SourceError", "TipSample", "TipSource", "make_source"]
+
+
+def make_source(settings: PublisherSettings, chain: Chain, *, pool: str, node: str) -> TipSource:
+    """The source named by ``publisher.source``; ConfigError if its settings are incomplete."""
+    if settings.source == "cardano-cli":
+        return CardanoCliSource(settings.cardano_cli, chain, settings.socket_path, settings.timeout)
+    if settings.source == "prometheus":
+        return PrometheusSource(settings.metrics_url, settings.timeout)
+    if settings.source == "command":
+        if not settings.command:
+            raise ConfigError("publisher.source 'command' needs publisher.command")
+        return CommandSource(settings.command, settings.timeout)
+    if settings.source == "simulate":
+        return SimulatedChain(chain, f"{pool}/{node}", stall_file=settings.stall_file)
+    raise ConfigError(
+        f"publisher.source {settings.source!r} is not one of cardano-cli, prometheus, command, simulate"
+    )

@@ -1,0 +1,47 @@
+"""Tip from ``cardano-cli query tip`` over the node's local socket."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from publisher.chain import Chain
+from publisher.sources.base import SourceError, TipSample
+from publisher.sources.process import run_command
+from publisher.sources.tipjson import parse_tip_json
+
+SOCKET_ENV = "CARDANO_NODE_SOCKET_PATH"
+
+
+class CardanoCliSource:
+    name = "cardano-cli"
+
+    def __init__(self, cli: str, chain: Chain, socket_path: Path | None, timeout: float) -> None:
+        self.cli = cli
+        self.network_args = chain.cli_network_args()  # ConfigError now rather than at every sample
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def _socket(self) -> Path:
+        raw = self.socket_path if self.socket_path is not None else os.environ.get(SOCKET_ENV)
+        if not raw:
+            raise SourceError(f"no node socket: set publisher.socket_path or {SOCKET_ENV}")
+        path = Path(raw)
+        try:
+            mode = path.stat().st_mode
+        except FileNotFoundError:
+            raise SourceError(f"node socket {path} does not exist (is cardano-node running?)") from None
+        except OSError as exc:
+            raise SourceError(f"node socket {path}: {exc.strerror}") from None
+        if not stat.S_ISSOCK(mode):
+            raise SourceError(f"node socket {path} is not a socket")
+        return path
+
+    def command(self, socket: Path) -> list[str]:
+        return [self.cli, "query", "tip", *self.network_args, "--socket-path", str(socket)]
+
+    def sample(self) -> TipSample:
+        socket = self._socket()
+        out = run_command(self.command(socket), timeout=self.timeout, what="cardano-cli query tip")
+        return parse_tip_json(out, "cardano-cli output")

@@ -1,0 +1,115 @@
+"""Tip from the node's Prometheus metrics endpoint (default http://127.0.0.1:12798/metrics).
+
+cardano-node's metric names vary with the node version and the tracing system:
+``cardano_node_metrics_slotNum_int`` (legacy tracing, and the new tracing system
+with its default prefix), ``slotNum_int`` (cardano-tracer without prefix),
+``slotNum`` (with ``metricsNoSuffix``), ``cardano_node_ChainDB_metrics_slotNum_int``
+(nodes before 1.25). Names are compared after dropping the prefix and the
+``_int``/``_counter``/``_real`` suffix, case-insensitively.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import urllib.error
+import urllib.request
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from publisher.sources.base import SourceError, TipSample, count, one_line, required_count
+
+MAX_BODY = 8 * 1024 * 1024
+_PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
+_SUFFIX = re.compile(r"_(?:int|counter|real)$")
+
+SLOT = ("slotnum",)
+BLOCK = ("blocknum",)
+EPOCH = ("epoch",)
+FORGING = ("forging_enabled",)
+KES_LEFT = ("remainingkesperiods",)
+# connectedPeers: non-P2P nodes; peerSelection_hot / _Hot: P2P (legacy / new tracing).
+PEERS = ("connectedpeers", "peerselection_hot", "peersfromnodekernel")
+
+
+def canonical(name: str) -> str:
+    return _SUFFIX.sub("", _PREFIX.sub("", name)).lower()
+
+
+def _parse(text: str) -> list[tuple[str, float]]:
+    return [(s.name, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+
+
+def _samples(text: str) -> list[tuple[str, float]]:
+    try:
+        return _parse(text)
+    except ValueError:
+        pass
+    # One malformed line must not hide the others: parse line by line, skipping bad ones.
+    found: list[tuple[str, float]] = []
+    for line in text.splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        try:
+            found += _parse(line + "\n")
+        except ValueError:
+            continue
+    return found
+
+
+def parse_metrics(text: str, what: str = "metrics") -> TipSample:
+    """Read the tip from a Prometheus text exposition; raise SourceError if it has none."""
+    values: dict[str, float] = {}
+    for name, value in _samples(text):
+        values.setdefault(canonical(name), value)
+    if not values:
+        raise SourceError(f"{what} hold no Prometheus samples: {one_line(text, 80)!r}")
+
+    def first(keys: tuple[str, ...]) -> float | None:
+        return next((values[k] for k in keys if k in values and not math.isnan(values[k])), None)
+
+    slot = first(SLOT)
+    if slot is None:
+        raise SourceError(f"{what} have no slotNum yet (node starting, or not a cardano-node endpoint)")
+    forging = first(FORGING)
+    kes = first(KES_LEFT)
+    return TipSample(
+        slot=required_count(slot, "slotNum"),
+        block=count(first(BLOCK), "blockNum"),
+        epoch=count(first(EPOCH), "epoch"),
+        forging=None if forging is None else forging > 0,
+        kes_periods_left=None if kes is None or not math.isfinite(kes) else int(kes),
+        peers=count(first(PEERS), "peers"),
+    )
+
+
+class PrometheusSource:
+    name = "prometheus"
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.timeout = timeout
+
+    def fetch(self) -> str:
+        request = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                body = response.read(MAX_BODY + 1)
+        except urllib.error.HTTPError as exc:
+            raise SourceError(f"metrics {self.url}: HTTP {exc.code} {exc.reason}") from None
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, TimeoutError):
+                raise SourceError(f"metrics {self.url} did not answer within {self.timeout:g}s") from None
+            text = getattr(reason, "strerror", None) or str(reason)
+            raise SourceError(f"metrics {self.url} unreachable: {text}") from None
+        except TimeoutError:
+            raise SourceError(f"metrics {self.url} did not answer within {self.timeout:g}s") from None
+        except (OSError, ValueError) as exc:  # reset connections, malformed responses or URLs
+            raise SourceError(f"metrics {self.url}: {exc}") from None
+        if len(body) > MAX_BODY:
+            raise SourceError(f"metrics {self.url}: response larger than {MAX_BODY} bytes")
+        return body.decode("utf-8", errors="replace")
+
+    def sample(self) -> TipSample:
+        return parse_metrics(self.fetch(), f"metrics at {self.url}")

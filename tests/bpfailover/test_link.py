@@ -1,0 +1,252 @@
+"""The MQTT link against a real mosquitto over TLS with passwords and ACLs."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, PublishError
+from bpfailover.rejections import Rejections
+from bpfailover.signing import SignatureError, generate_key, sign_command, verify_command
+from bpfailover.topics import Topics
+from bpfailover.wire import PayloadRejected, RoleCommand, TipReport, decode
+from tests.brokers import wait_for
+
+pytestmark = pytest.mark.broker
+
+
+class Collector:
+    """Collects messages from a link on a background thread via ``serve``."""
+
+    def __init__(self, link: MqttLink, handler=None) -> None:  # type: ignore[no-untyped-def]
+        self.link = link
+        self.messages: list[Incoming] = []
+        self.events: list[LinkEvent] = []
+        self._handler = handler
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=link.serve, args=(self._handle, self._stop), daemon=True)
+        self._thread.start()
+
+    def _handle(self, item: Incoming | LinkEvent) -> None:
+        if isinstance(item, LinkEvent):
+            self.events.append(item)
+            return
+        self.messages.append(item)
+        if self._handler is not None:
+            self._handler(item)
+
+    def payloads(self, topic: str) -> list[bytes]:
+        return [m.payload for m in self.messages if m.topic == topic]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def links(broker) -> Iterator[list[MqttLink]]:  # type: ignore[no-untyped-def]
+    made: list[MqttLink] = []
+    yield made
+    for link in made:
+        with contextlib.suppress(Exception):
+            link.stop()
+
+
+def connect(broker, links, user: str, subscriptions=(), **over) -> MqttLink:  # type: ignore[no-untyped-def]
+    settings = broker.mqtt_settings(user)
+    if over:
+        settings = settings.model_copy(update=over)
+    link = MqttLink(settings, f"test-{user}-{len(links)}-{time.monotonic_ns()}", subscriptions=subscriptions)
+    links.append(link)
+    link.start(attempts=1)
+    return link
+
+
+def test_node_credentials_connect_over_tls(broker, links) -> None:  # type: ignore[no-untyped-def]
+    link = connect(broker, links, "bp1")
+    assert link.connected.is_set()
+    topic = Topics(broker.prefix).tip(broker.pool, "bp1")
+    link.publish_wait(topic, b"{}", retain=False, timeout=5)  # PUBACK received over TLS
+
+
+def test_wrong_password_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
+    settings = broker.mqtt_settings("bp1").model_copy(update={"password": None, "password_file": None})
+    settings = settings.model_copy(update={"password": __import__("pydantic").SecretStr("wrong")})
+    link = MqttLink(settings, "test-wrong-password")
+    with pytest.raises(BrokerRefused) as err:
+        link.start(attempts=1)
+    assert "refused" in str(err.value)
+    assert not link.connected.is_set()
+
+
+def test_plaintext_connection_to_tls_port_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
+    settings = broker.mqtt_settings("bp1").model_copy(update={"tls": False, "connect_timeout": 3.0})
+    link = MqttLink(settings, "test-plaintext")
+    with pytest.raises(LinkError):
+        link.start(attempts=1)
+    assert not link.connected.is_set()
+    link.stop()
+
+
+def test_untrusted_certificate_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
+    # Without the bundle's CA the system store cannot verify the broker's certificate.
+    settings = broker.mqtt_settings("bp1").model_copy(update={"ca_file": None})
+    link = MqttLink(settings, "test-untrusted")
+    with pytest.raises(BrokerRefused) as err:
+        link.start(attempts=1)
+    assert "TLS verification" in str(err.value)
+
+
+def test_acl_stops_publishing_to_another_nodes_tip(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topics = Topics(broker.prefix)
+    link = connect(broker, links, "bp1")
+    with pytest.raises(PublishError) as err:
+        link.publish_wait(topics.tip(broker.pool, "bp2"), b'{"forged": true}', retain=True, timeout=5)
+    assert "refused" in str(err.value).lower() or "authori" in str(err.value).lower()
+    # And nothing reached bp2's tip topic.
+    watcher = connect(broker, links, "admin", subscriptions=[topics.tip(broker.pool, "bp2")])
+    marker = topics.tip(broker.pool, "bp3")
+    watcher.subscribe(marker)
+    admin = connect(broker, links, "admin")
+    admin.publish_wait(marker, b"marker", timeout=5)
+    seen = Collector(watcher)
+    try:
+        wait_for(lambda: seen.payloads(marker), 5, "marker message")
+        assert seen.payloads(topics.tip(broker.pool, "bp2")) == []
+    finally:
+        seen.close()
+
+
+def test_acl_stops_reading_another_nodes_role(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topics = Topics(broker.prefix)
+    admin = connect(broker, links, "admin")
+    other, own = topics.role(broker.pool, "bp2"), topics.role(broker.pool, "bp1")
+    admin.publish_wait(other, b"for-bp2-only", retain=True, timeout=5)
+    admin.publish_wait(own, b"for-bp1", retain=True, timeout=5)
+    try:
+        # Subscribe to the forbidden topic first: retained messages arrive in subscription order.
+        link = connect(broker, links, "bp1", subscriptions=[other, own])
+        seen = Collector(link)
+        wait_for(lambda: seen.payloads(own), 5, "bp1's own retained role")
+        assert seen.payloads(other) == []
+        seen.close()
+    finally:
+        admin.publish_wait(other, b"", retain=True, timeout=5)
+        admin.publish_wait(own, b"", retain=True, timeout=5)
+
+
+def test_handler_exception_does_not_stop_later_messages(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topic = Topics(broker.prefix).events(broker.pool)
+    calls: list[bytes] = []
+
+    def handler(message: Incoming) -> None:
+        calls.append(message.payload)
+        if message.payload == b"first":
+            raise RuntimeError("handler bug")
+
+    link = connect(broker, links, "operator", subscriptions=[topic])
+    seen = Collector(link, handler)
+    publisher = connect(broker, links, "decider")
+    try:
+        wait_for(lambda: link.connected.is_set(), 5, "subscriber connected")
+        publisher.publish_wait(topic, b"first", timeout=5)
+        publisher.publish_wait(topic, b"second", timeout=5)
+        wait_for(lambda: b"second" in calls, 5, "second message after the handler raised")
+        assert calls == [b"first", b"second"]
+    finally:
+        seen.close()
+
+
+def test_bad_payloads_are_rejected_with_a_reason(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topics = Topics(broker.prefix)
+    topic = topics.tip(broker.pool, "bp1")
+    good = TipReport(pool=broker.pool, node="bp1", boot="b", seq=1, sent_at=1.0, ok=True)
+    cases = {
+        b"{not json": "malformed",
+        b'{"v": 1, "pool": "' + b"x" * 9000 + b'"}': "oversized",
+        b'{"v": 1, "pool": "pool1", "node": "bp1", "seq": "one"}': "schema",
+        good.model_copy(update={"node": "bp2"}).to_json(): "topic_mismatch",
+    }
+    node = connect(broker, links, "bp1")
+    decider = connect(broker, links, "decider", subscriptions=[topic])
+    seen = Collector(decider)
+    rejections = Rejections("test", logging.getLogger("test"))
+    try:
+        wait_for(lambda: decider.connected.is_set(), 5, "decider connected")
+        for payload in cases:
+            node.publish_wait(topic, payload, timeout=5)
+        node.publish_wait(topic, good.to_json(), timeout=5)
+        wait_for(lambda: good.to_json() in seen.payloads(topic), 5, "the good report")
+        accepted = []
+        for payload in seen.payloads(topic):
+            parsed = topics.parse(topic)
+            try:
+                accepted.append(decode(TipReport, payload, pool=parsed.pool, node=parsed.node))
+            except PayloadRejected as exc:
+                rejections.reject(exc.reason, exc.detail, topic=topic)
+        assert accepted == [good]
+        assert dict(rejections.counts) == {r: 1 for r in cases.values()}
+    finally:
+        seen.close()
+        node.publish_wait(topic, b"", retain=True, timeout=5)
+
+
+def test_role_command_signature_checked_across_the_broker(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topic = Topics(broker.prefix).role(broker.pool, "bp1")
+    key, other = generate_key(), generate_key()
+    command = RoleCommand(pool=broker.pool, node="bp1", role="producer", epoch=7, issued_at=1.0, decider="d1")
+    node = connect(broker, links, "bp1", subscriptions=[topic])
+    seen = Collector(node)
+    decider = connect(broker, links, "decider")
+    try:
+        for payload in (
+            command.to_json(),
+            sign_command(command, other).to_json(),
+            sign_command(command, key).to_json(),
+        ):
+            decider.publish_wait(topic, payload, retain=True, timeout=5)
+        wait_for(lambda: len(seen.payloads(topic)) >= 3, 5, "three role commands")
+        results = []
+        for payload in seen.payloads(topic)[-3:]:
+            try:
+                verify_command(decode(RoleCommand, payload, pool=broker.pool, node="bp1"), key.public_key())
+                results.append("ok")
+            except SignatureError as exc:
+                results.append(exc.reason)
+        assert results == ["unsigned", "bad_signature", "ok"]
+    finally:
+        seen.close()
+        decider.publish_wait(topic, b"", retain=True, timeout=5)
+
+
+def test_retained_role_survives_broker_restart_and_link_resubscribes(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    b = broker_factory(pool="rs", nodes=["n1", "n2"])
+    topics = Topics(b.prefix)
+    role = topics.role(b.pool, "n1")
+    decider = MqttLink(b.mqtt_settings("decider"), "test-restart-decider")
+    decider.start(attempts=1)
+    node = MqttLink(b.mqtt_settings("n1"), "test-restart-n1", subscriptions=[role])
+    node.start(attempts=1)
+    seen = Collector(node)
+    try:
+        decider.publish_wait(role, b"epoch-1", retain=True, timeout=5)
+        wait_for(lambda: b"epoch-1" in seen.payloads(role), 5, "role before restart")
+        b.restart()
+        # The node's link reconnects on its own and resubscribes: the retained command comes again.
+        wait_for(lambda: seen.payloads(role).count(b"epoch-1") >= 2, 30, "retained role after restart")
+        assert any(e.kind == "disconnected" for e in seen.events)
+        fresh = MqttLink(b.mqtt_settings("n1"), "test-restart-fresh", subscriptions=[role])
+        fresh.start(attempts=5)
+        late = Collector(fresh)
+        wait_for(lambda: late.payloads(role) == [b"epoch-1"], 5, "retained role for a new subscriber")
+        late.close()
+        fresh.stop()
+    finally:
+        seen.close()
+        node.stop()
+        decider.stop()

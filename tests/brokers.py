@@ -1,0 +1,633 @@
+"""Real MQTT brokers for the tests, made from a bundle written by ``bpfailover init``.
+
+``BPF_TEST_BROKER`` chooses the kind (docs/bundle.md lists every variable):
+
+- ``local`` (default): the mosquitto binary, on a free loopback port;
+- ``docker``: testcontainers ``eclipse-mosquitto:2`` with the bundle mounted;
+- ``external``: a broker you run, reached through ``BPF_TEST_BROKER_HOST`` etc.
+  It cannot be restarted and its ACLs are its own, so tests that need either skip.
+
+Whatever the kind, the handle offers the same API: where the bundle is, the
+settings to connect as any bundle user, stop/start/restart, and admin helpers to
+inspect and clear retained messages. Never a mock.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from bpfailover.settings import MqttSettings, read_toml
+from broker.bundle import write_bundle
+from broker.passwd import new_password, passwd_line
+
+T = TypeVar("T")
+
+KIND_ENV = "BPF_TEST_BROKER"
+KINDS = ("local", "docker", "external")
+DOCKER_IMAGE = "eclipse-mosquitto:2"
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 10.0
+
+# TEST ONLY: a superuser added to every test bundle so tests can inspect and clear
+# retained messages. `bpfailover init` never writes such a user.
+ADMIN_USER = "admin"
+_ADMIN_ACL = f"""
+# TEST ONLY: added by tests/brokers.py, never by `bpfailover init`.
+user {ADMIN_USER}
+topic readwrite #
+"""
+
+
+class BrokerStartError(RuntimeError):
+    """The test broker did not come up; the message carries the end of its log."""
+
+
+def wait_for(
+    predicate: Callable[[], T], timeout: float = 5.0, message: str = "condition", interval: float = 0.02
+) -> T:
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            pytest.fail(f"timed out after {timeout:g}s waiting for {message}")
+        time.sleep(interval)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def find_mosquitto() -> str | None:
+    explicit = os.environ.get("BPF_TEST_MOSQUITTO")
+    if explicit:
+        return explicit
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def broker_kind() -> str:
+    kind = os.environ.get(KIND_ENV, "local").strip().lower() or "local"
+    if kind not in KINDS:
+        raise pytest.UsageError(f"{KIND_ENV}={kind!r}: use one of {', '.join(KINDS)}")
+    return kind
+
+
+def add_test_admin(bundle: Path, password: str) -> None:
+    """TEST ONLY: give the bundle's broker a user that may read and write every topic."""
+    broker_dir = bundle / "broker"
+    with open(broker_dir / "passwd", "a") as handle:
+        handle.write(passwd_line(ADMIN_USER, password))
+    with open(broker_dir / "acl", "a") as handle:
+        handle.write(_ADMIN_ACL)
+
+
+def rewrite_mqtt(path: Path, values: dict[str, Any]) -> None:
+    """Set or drop (value None) keys of the ``[mqtt]`` table in a bundle TOML file."""
+    lines = path.read_text().splitlines()
+    start = lines.index("[mqtt]")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("[")), len(lines)
+    )
+    body = [
+        line for line in lines[start + 1:end]
+        if line.split("=", 1)[0].strip() not in values
+    ]
+    while body and not body[-1].strip():
+        body.pop()
+    for key, value in values.items():
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            rendered = "true" if value else "false"
+        elif isinstance(value, int | float):
+            rendered = str(value)
+        else:
+            rendered = '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+        body.append(f"{key} = {rendered}")
+    lines[start + 1:end] = [*body, ""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class BrokerHandle:
+    """One running test broker and the bundle it was made from."""
+
+    kind = "abstract"
+
+    def __init__(self, bundle: Path, *, host: str, port: int, pool: str, prefix: str,
+                 nodes: list[str], admin_password: str) -> None:
+        self.bundle = bundle
+        self.host = host
+        self.port = port
+        self.pool = pool
+        self.prefix = prefix
+        self.nodes = list(nodes)
+        self.log_path: Path | None = None
+        self._admin_password = admin_password
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.host}:{self.port} pool={self.pool} bundle={self.bundle}>"
+
+    # --- the bundle -------------------------------------------------------------------
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.bundle / "broker" / "ca.crt"
+
+    @property
+    def tls(self) -> bool:
+        return True
+
+    @property
+    def protocol(self) -> str:
+        return "5"
+
+    def config_path(self, name: str) -> Path:
+        """``nodes/<name>.toml`` for a node, else ``decider.toml`` or ``operator.toml``."""
+        if name in self.nodes:
+            return self.bundle / "nodes" / f"{name}.toml"
+        if name in ("decider", "operator"):
+            return self.bundle / f"{name}.toml"
+        known = ", ".join([*self.nodes, "decider", "operator"])
+        raise KeyError(f"no config for {name!r}: use one of {known}")
+
+    def credentials(self, user: str) -> tuple[str, str]:
+        """(username, password) for a bundle user or ``admin``."""
+        if user == ADMIN_USER:
+            return ADMIN_USER, self._admin_password
+        mqtt = read_toml(self.config_path(user))["mqtt"]
+        return str(mqtt["username"]), str(mqtt["password"])
+
+    def mqtt_settings(self, user: str, **overrides: Any) -> MqttSettings:
+        """Settings to connect as ``user`` ("bp1", "decider", "operator" or "admin")."""
+        username, password = self.credentials(user)
+        values: dict[str, Any] = {
+            "host": self.host, "port": self.port, "tls": self.tls, "ca_file": self.ca_file,
+            "username": username, "password": password, "protocol": self.protocol,
+            "keepalive": 30, "prefix": self.prefix,
+        }
+        values.update(overrides)
+        return MqttSettings(**values)
+
+    # --- lifecycle (overridden by each kind) ---------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        raise NotImplementedError
+
+    @property
+    def controllable(self) -> bool:
+        """True when the tests own the broker: they may restart it and rely on its ACL."""
+        return True
+
+    def require_own_broker(self, why: str) -> None:
+        """Skip the calling test unless the tests run this broker themselves."""
+        if not self.controllable:
+            pytest.skip(f"{why}: not possible with {KIND_ENV}={self.kind}")
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Stop and start again on the same port; retained messages survive (persistence)."""
+        self.stop()
+        self.start()
+
+    def log_tail(self, lines: int = 40) -> str:
+        if self.log_path is None or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        """Block until a verified TLS handshake succeeds on the broker's port."""
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            self._check_alive()
+            try:
+                self.handshake()
+                return
+            except (OSError, ssl.SSLError) as exc:
+                last = exc
+                time.sleep(0.02)
+        raise BrokerStartError(
+            f"broker {self.host}:{self.port} not accepting TLS after {timeout:g}s ({last})\n{self.log_tail()}"
+        )
+
+    def _check_alive(self) -> None:
+        """Raise BrokerStartError if the broker process is known to have died."""
+
+    def handshake(self, server_hostname: str | None = None, timeout: float = 2.0) -> ssl.SSLSocket:
+        """One verified TLS handshake (hostname checked); the caller closes the socket."""
+        context = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+        sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        try:
+            return context.wrap_socket(sock, server_hostname=server_hostname or self.host)
+        except BaseException:
+            sock.close()
+            raise
+
+    # --- admin helpers (TEST ONLY user) ----------------------------------------------------
+
+    def _admin_client(self) -> Any:
+        import paho.mqtt.client as mqtt
+
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=f"bpf-test-admin-{uuid.uuid4().hex[:12]}",
+            protocol=mqtt.MQTTv5 if self.protocol == "5" else mqtt.MQTTv311,
+        )
+        if self.tls:
+            client.tls_set(ca_certs=str(self.ca_file) if self.ca_file else None)
+        client.username_pw_set(*self.credentials(ADMIN_USER))
+        return client
+
+    @contextlib.contextmanager
+    def _admin(self, on_message: Callable[[Any], None] | None = None) -> Any:
+        client = self._admin_client()
+        connected = threading.Event()
+        result: dict[str, Any] = {}
+
+        def on_connect(_c: Any, _u: Any, _f: Any, reason: Any, _p: Any = None) -> None:
+            result["reason"] = reason
+            connected.set()
+
+        client.on_connect = on_connect
+        if on_message is not None:
+            client.on_message = lambda _c, _u, msg: on_message(msg)
+        client.connect(self.host, self.port, keepalive=30)
+        client.loop_start()
+        try:
+            if not connected.wait(10) or result["reason"].is_failure:
+                raise RuntimeError(f"admin cannot connect to {self.host}:{self.port}: {result.get('reason')}")
+            yield client
+        finally:
+            client.disconnect()
+            client.loop_stop()
+
+    def publish(self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 1) -> None:
+        """Publish as the test admin and wait for the broker's acknowledgement."""
+        with self._admin() as client:
+            client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+
+    def retained(self, topic_filter: str, timeout: float = 5.0) -> dict[str, bytes]:
+        """Every retained message under ``topic_filter``, read as the test admin.
+
+        The broker sends retained messages right after the SUBACK, ahead of anything
+        published later on the same connection, so a probe message published after
+        subscribing marks the end of them: no guessing how long to wait.
+        """
+        probe = f"{self.prefix}/_probe/{uuid.uuid4().hex}"
+        found: dict[str, bytes] = {}
+        done = threading.Event()
+
+        def on_message(msg: Any) -> None:
+            if msg.topic == probe:
+                done.set()
+            elif msg.retain:
+                found[msg.topic] = bytes(msg.payload)
+
+        with self._admin(on_message) as client:
+            subscribed = threading.Event()
+            client.on_subscribe = lambda *_a: subscribed.set()
+            client.subscribe([(topic_filter, 1), (probe, 1)])
+            if not subscribed.wait(timeout):
+                raise TimeoutError(f"no SUBACK for {topic_filter} within {timeout:g}s")
+            client.publish(probe, b"", qos=1)
+            if not done.wait(timeout):
+                raise TimeoutError(f"retained messages of {topic_filter} not complete within {timeout:g}s")
+        return found
+
+    def clear_retained(self, topic_filter: str | None = None) -> list[str]:
+        """Delete retained messages under ``topic_filter`` (default: this pool); return their topics."""
+        topics = sorted(self.retained(topic_filter or f"{self.prefix}/{self.pool}/#"))
+        if topics:
+            with self._admin() as client:
+                for topic in topics:
+                    client.publish(topic, b"", qos=1, retain=True).wait_for_publish(10)
+        return topics
+
+
+class MosquittoProcess(BrokerHandle):
+    """The local mosquitto binary, started from the bundle's own mosquitto.conf."""
+
+    kind = "local"
+
+    def __init__(self, binary: str, bundle: Path, **kwargs: Any) -> None:
+        super().__init__(bundle, **kwargs)
+        self.binary = binary
+        self.log_path = bundle.parent / f"{bundle.name}-mosquitto.log"
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def conf(self) -> Path:
+        return self.bundle / "broker" / "mosquitto.conf"
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self.running and self._process else None
+
+    def start(self) -> None:
+        if self.running:
+            return
+        assert self.log_path is not None
+        with open(self.log_path, "ab") as log:
+            log.write(f"--- bpfailover tests: starting {self.binary} -c {self.conf}\n".encode())
+            log.flush()
+            self._process = subprocess.Popen(
+                [self.binary, "-c", str(self.conf)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_alive(self) -> None:
+        if self._process is not None and self._process.poll() is not None:
+            raise BrokerStartError(
+                f"mosquitto exited with code {self._process.returncode} on start\n{self.log_tail()}"
+            )
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM), so mosquitto saves its retained messages."""
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+class MosquittoContainer(BrokerHandle):
+    """testcontainers ``eclipse-mosquitto:2`` with the bundle mounted at its own path."""
+
+    kind = "docker"
+
+    def __init__(self, bundle: Path, **kwargs: Any) -> None:
+        super().__init__(bundle, **kwargs)
+        self.log_path = bundle.parent / f"{bundle.name}-mosquitto.log"
+        self._container: Any = None
+        self.conf = docker_conf(bundle)
+
+    @property
+    def running(self) -> bool:
+        if self._container is None:
+            return False
+        try:
+            wrapped = self._container.get_wrapped_container()
+            wrapped.reload()
+            return bool(wrapped.status == "running")
+        except Exception:
+            return False
+
+    def start(self) -> None:
+        if self.running:
+            return
+        from testcontainers.core.container import DockerContainer
+
+        container = (
+            DockerContainer(DOCKER_IMAGE, user=f"{os.getuid()}:{os.getgid()}")
+            .with_volume_mapping(str(self.bundle), str(self.bundle), "rw")
+            .with_bind_ports(self.port, self.port)
+            .with_command(shlex.join(["mosquitto", "-c", str(self.conf)]))
+        )
+        container.start()
+        self._container = container
+        try:
+            self.wait_until_ready()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _check_alive(self) -> None:
+        if self._container is not None and not self.running:
+            self._save_logs(self._container)
+            raise BrokerStartError(f"mosquitto container exited on start\n{self.log_tail()}")
+
+    def _save_logs(self, container: Any) -> None:
+        if self.log_path is None:
+            return
+        with contextlib.suppress(Exception):
+            out, err = container.get_logs()
+            with open(self.log_path, "ab") as log:
+                log.write(out + err)
+
+    def stop(self) -> None:
+        container, self._container = self._container, None
+        if container is None:
+            return
+        with contextlib.suppress(Exception):
+            # SIGTERM first: a forced removal would kill mosquitto before it saves.
+            container.get_wrapped_container().stop(timeout=int(STOP_TIMEOUT))
+        self._save_logs(container)
+        container.stop()
+
+
+class ExternalBroker(BrokerHandle):
+    """A broker the tests do not run; credentials come from the environment."""
+
+    kind = "external"
+
+    def __init__(self, bundle: Path, *, env: ExternalEnv, **kwargs: Any) -> None:
+        super().__init__(bundle, **kwargs)
+        self.env = env
+
+    @property
+    def ca_file(self) -> Path | None:
+        return self.env.ca_file
+
+    @property
+    def tls(self) -> bool:
+        return self.env.tls
+
+    @property
+    def protocol(self) -> str:
+        return self.env.protocol
+
+    @property
+    def controllable(self) -> bool:
+        return False
+
+    @property
+    def running(self) -> bool:
+        return True
+
+    def credentials(self, user: str) -> tuple[str, str]:
+        return self.env.credentials(user)
+
+    def start(self) -> None:
+        pytest.skip(f"cannot start a broker with {KIND_ENV}=external")
+
+    def stop(self) -> None:
+        pytest.skip(f"cannot stop a broker with {KIND_ENV}=external")
+
+    def wait_until_ready(self, timeout: float = START_TIMEOUT) -> None:
+        if self.tls:
+            super().wait_until_ready(timeout)
+
+
+class ExternalEnv:
+    """``BPF_TEST_BROKER_*`` variables describing an external broker."""
+
+    def __init__(self, environ: dict[str, str] | None = None) -> None:
+        env = dict(os.environ if environ is None else environ)
+        self.host = env.get("BPF_TEST_BROKER_HOST", "")
+        if not self.host:
+            raise pytest.UsageError(f"{KIND_ENV}=external needs BPF_TEST_BROKER_HOST (see docs/bundle.md)")
+        self.port = int(env.get("BPF_TEST_BROKER_PORT", "8883"))
+        ca = env.get("BPF_TEST_BROKER_CA_FILE")
+        self.ca_file = Path(ca).expanduser().absolute() if ca else None
+        self.tls = env.get("BPF_TEST_BROKER_TLS", "1").lower() not in ("0", "false", "no")
+        self.protocol = env.get("BPF_TEST_BROKER_PROTOCOL", "5")
+        self.prefix = env.get("BPF_TEST_BROKER_PREFIX") or f"bpftest-{secrets.token_hex(4)}"
+        self._shared = (env.get("BPF_TEST_BROKER_USERNAME", ""), env.get("BPF_TEST_BROKER_PASSWORD", ""))
+        self._per_user = {
+            key.removeprefix("BPF_TEST_BROKER_CREDENTIALS_").lower(): value
+            for key, value in env.items()
+            if key.startswith("BPF_TEST_BROKER_CREDENTIALS_")
+        }
+
+    def credentials(self, user: str) -> tuple[str, str]:
+        if user in self._per_user:
+            username, _, password = self._per_user[user].partition(":")
+            return username, password
+        if not self._shared[0]:
+            raise pytest.UsageError(
+                f"no credentials for {user!r}: set BPF_TEST_BROKER_USERNAME/_PASSWORD "
+                f"or BPF_TEST_BROKER_CREDENTIALS_{user.upper()}=user:password"
+            )
+        return self._shared
+
+
+def docker_conf(bundle: Path) -> Path:
+    """A copy of mosquitto.conf for a container: listen on all of its interfaces."""
+    conf = bundle / "broker" / "mosquitto.conf"
+    text = re.sub(r"^listener (\d+) \S+$", r"listener \1", conf.read_text(), flags=re.M)
+    target = bundle / "broker" / "mosquitto.docker.conf"
+    target.write_text(text)
+    return target
+
+
+def docker_host() -> str:
+    """The address of a reachable Docker engine's published ports, or skip."""
+    try:
+        from testcontainers.core.docker_client import DockerClient
+
+        client = DockerClient()
+        client.client.ping()
+        host = client.host()
+    except Exception as exc:  # any failure means: no usable engine
+        pytest.skip(f"{KIND_ENV}=docker but no Docker engine is reachable ({type(exc).__name__}: {exc})")
+    return "127.0.0.1" if host in ("localhost", "::1", "") else host
+
+
+def make_broker(
+    workdir: Path,
+    *,
+    pool: str = "pool1",
+    nodes: Iterable[str] = ("bp1", "bp2", "bp3"),
+    prefix: str = "bpfailover",
+    kind: str | None = None,
+    start: bool = True,
+) -> BrokerHandle:
+    """Write a fresh bundle under ``workdir`` and return its broker, started by default."""
+    kind = kind or broker_kind()
+    nodes = list(nodes)
+    bundle = workdir / "bundle"
+    admin_password = new_password()
+    common: dict[str, Any] = {
+        "pool": pool, "prefix": prefix, "nodes": nodes, "admin_password": admin_password,
+    }
+
+    if kind == "external":
+        env = ExternalEnv()
+        prefix = env.prefix if prefix == "bpfailover" else prefix
+        common["prefix"] = prefix
+        write_bundle(bundle, pool=pool, nodes=nodes, broker_host=env.host, broker_port=env.port,
+                     prefix=prefix)
+        handle: BrokerHandle = ExternalBroker(bundle, env=env, host=env.host, port=env.port, **common)
+        _point_configs_at(handle)
+    elif kind == "docker":
+        host = docker_host()
+        port = free_port()
+        write_bundle(bundle, pool=pool, nodes=nodes, broker_host=host, broker_port=port, prefix=prefix)
+        add_test_admin(bundle, admin_password)
+        handle = MosquittoContainer(bundle, host=host, port=port, **common)
+    else:
+        binary = find_mosquitto()
+        if binary is None:
+            pytest.skip(
+                "mosquitto not found: install it (apt-get install mosquitto) or set "
+                f"BPF_TEST_MOSQUITTO, or {KIND_ENV}=docker|external"
+            )
+        port = free_port()
+        write_bundle(bundle, pool=pool, nodes=nodes, broker_host="127.0.0.1", broker_port=port, prefix=prefix)
+        add_test_admin(bundle, admin_password)
+        handle = MosquittoProcess(binary, bundle, host="127.0.0.1", port=port, **common)
+
+    if start:
+        if handle.controllable:
+            handle.start()
+        else:
+            handle.wait_until_ready()
+    atexit.register(_stop_quietly, handle)
+    return handle
+
+
+def _point_configs_at(handle: BrokerHandle) -> None:
+    """Make the bundle's TOML files use the external broker's address and credentials."""
+    for name in [*handle.nodes, "decider", "operator"]:
+        username, password = handle.credentials(name)
+        rewrite_mqtt(handle.config_path(name), {
+            "tls": handle.tls,
+            "ca_file": str(handle.ca_file) if handle.ca_file else None,
+            "username": username,
+            "password": password,
+            "protocol": handle.protocol,
+        })
+
+
+def _stop_quietly(handle: BrokerHandle) -> None:
+    if handle.controllable:
+        with contextlib.suppress(BaseException):
+            handle.stop()
