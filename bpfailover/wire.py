@@ -91,6 +91,10 @@ class NodeState(WireModel):
     fence_after: float = Field(ge=0)
     pending: Role | None = None
     error: str | None = Field(default=None, max_length=500)
+    # The last command this actuator refused (forged, replayed, stale epoch). Reported for
+    # humans; unlike ``error`` it does not make the node ineligible, so junk on a role topic
+    # cannot sideline a healthy standby.
+    rejected: str | None = Field(default=None, max_length=500)
     updated_at: float
 
 

@@ -1,0 +1,255 @@
+"""The role controller: durable state + method + what the node reports, without MQTT.
+
+It owns the answer to "what is applied on this node now" and every change to it:
+start-up convergence, commands that passed ``policy``, and self-fencing. The service
+feeds it and publishes ``status()``; tests drive it directly with files in a temp folder.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from actuator.commands import ApplyAborted
+from actuator.methods import ApplyError, Method
+from actuator.methods.base import Abort
+from actuator.policy import Verdict
+from actuator.state import StateCorrupt, StateStore, StoredState
+from bpfailover.wire import AppliedRole, Role
+
+log = logging.getLogger("bpfailover.actuator")
+
+
+@dataclass(frozen=True)
+class Status:
+    """The facts a NodeState carries about the role."""
+
+    role: AppliedRole
+    epoch: int
+    pending: Role | None
+    fenced: bool
+    error: str | None
+    rejected: str | None = None
+
+
+class RoleController:
+    def __init__(
+        self,
+        pool: str,
+        node: str,
+        method: Method,
+        store: StateStore,
+        *,
+        dry_run: bool = False,
+        on_change: Callable[[], None] | None = None,
+    ) -> None:
+        self.pool = pool
+        self.node = node
+        self.method = method
+        self.store = store
+        self.dry_run = dry_run
+        self.on_change = on_change or (lambda: None)
+        self.stored: StoredState | None = None
+        self.applied: AppliedRole = "unknown"
+        self.pending: Role | None = None
+        self.fenced = False
+        self.apply_error: str | None = None
+        self.state_error: str | None = None
+        self.rejection: str | None = None
+
+    # --- what the node reports ------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        return self.stored.epoch if self.stored else 0
+
+    @property
+    def stored_role(self) -> Role | None:
+        return self.stored.role if self.stored else None
+
+    def status(self) -> Status:
+        errors = [e for e in (self.state_error, self.apply_error) if e]
+        error = "; ".join(errors)[:500] if errors else None
+        rejected = self.rejection[:500] if self.rejection else None
+        return Status(self.applied, self.epoch, self.pending, self.fenced, error, rejected)
+
+    def might_forge(self) -> bool:
+        """Whether the node may be forging now, so that losing the broker must fence it."""
+        if self.fenced:
+            return False
+        if self.applied == "producer":
+            return True
+        # A promotion that failed or was interrupted may have left the node producing.
+        return (
+            self.applied == "unknown" and self.stored is not None and self.stored.desired_role() == "producer"
+        )
+
+    # --- start-up ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Load the stored state, detect the applied role, and demote if the store says relay.
+
+        Nothing is promoted here: a producer needs a command received from the broker.
+        """
+        try:
+            self.stored = self.store.load()
+        except StateCorrupt as exc:
+            self.state_error = f"{exc}; treating this node as relay"
+            log.error("%s/%s: %s", self.pool, self.node, self.state_error)
+            self.stored = StoredState(pool=self.pool, node=self.node, epoch=0, role="relay")
+        detected = self.method.detect_role()
+        if self.stored is not None and self.stored.pending is not None:
+            # An apply was interrupted: whatever the files say, the node may not run it.
+            self.applied = "unknown"
+        elif detected is not None:
+            self.applied = detected
+        elif self.stored is not None:
+            self.applied = self.stored.desired_role()
+        self.fenced = bool(self.stored and self.stored.fenced)
+        log.info(
+            "%s/%s: method %s, applied role %s, stored %s%s",
+            self.pool,
+            self.node,
+            self.method.name,
+            self.applied,
+            f"{self.stored.role} at epoch {self.stored.epoch}" if self.stored else "nothing",
+            " (fenced)" if self.fenced else "",
+        )
+        self.converge_relay("stored state says relay")
+
+    def needs_demotion(self) -> bool:
+        """The stored state says relay but the node is not known to run as relay (a failed demotion)."""
+        return self.stored is not None and self.stored.desired_role() == "relay" and self.applied != "relay"
+
+    def converge_relay(self, why: str) -> None:
+        """Demote when the stored state says relay but the node is not (at start; after a failed demotion)."""
+        stored = self.stored
+        if stored is None or not self.needs_demotion():
+            return
+        done = self._apply("relay", why, abort=None)
+        if done and self.state_error is None and stored.pending is not None:
+            self._store(stored.epoch, stored.role, pending=None, fenced=stored.fenced)
+
+    # --- commands ---------------------------------------------------------------------------
+
+    def note_rejection(self, reason: str, detail: str) -> None:
+        self.rejection = f"rejected {reason}: {detail}"
+
+    def on_command(self, verdict: Verdict, abort: Abort | None = None) -> None:
+        """Apply an accepted command (``policy.check_command`` already ran)."""
+        command = verdict.command
+        if command is None:
+            return
+        self.rejection = None
+        self.state_error = None
+        self.apply_error = None
+        role, epoch = command.role, command.epoch
+        if role == self.applied:
+            if verdict.kind == "apply" or self.fenced or (self.stored and self.stored.pending):
+                self._store(epoch, role, pending=None)
+            self.fenced = False
+            self.pending = None
+            log.info(
+                "%s/%s: %s at epoch %d already applied; nothing to run", self.pool, self.node, role, epoch
+            )
+            return
+        # Before promoting: never producer at an epoch that is not on disk. A demotion goes ahead anyway.
+        stored = self._store(epoch, role, pending=role, required=role == "producer")
+        if not stored and role == "producer":
+            log.error("%s/%s: not promoting: the epoch could not be stored", self.pool, self.node)
+            return
+        self.fenced = False
+        why = f"command from {command.decider} at epoch {epoch}: {command.reason or 'no reason given'}"
+        try:
+            done = self._apply(role, why, abort=abort if role == "producer" else None)
+        except ApplyAborted:
+            self.applied = "unknown"
+            self.pending = None
+            self.fence("promotion abandoned: broker contact lost")
+            return
+        if done:
+            self._store(epoch, role, pending=None)
+
+    # --- fencing ----------------------------------------------------------------------------
+
+    def fence(self, why: str) -> bool:
+        """Demote the node locally, keeping the stored epoch; True when it is now relay."""
+        if not self.might_forge():
+            return True
+        log.warning("%s/%s: FENCING: %s; demoting to relay", self.pool, self.node, why)
+        stored = self.stored
+        epoch = stored.epoch if stored else 0
+        role: Role = stored.role if stored else "relay"
+        self._store(epoch, role, pending="relay", fenced=True)
+        done = self._apply("relay", f"fence: {why}", abort=None)
+        if done or self.dry_run or self.applied == "relay":
+            # Stopped by stop_command also counts: the node no longer forges.
+            self.fenced = True
+        if done:
+            self._store(epoch, role, pending=None, fenced=True)
+        return done
+
+    # --- internals --------------------------------------------------------------------------
+
+    def _store(
+        self, epoch: int, role: Role, *, pending: Role | None, fenced: bool = False, required: bool = False
+    ) -> bool:
+        """Record the state on disk (not in dry-run); False if writing failed.
+
+        A failed write is reported; the state is still kept in memory unless ``required``.
+        """
+        state = StoredState(
+            pool=self.pool, node=self.node, epoch=epoch, role=role, fenced=fenced, pending=pending
+        )
+        written = True
+        if not self.dry_run:
+            try:
+                self.store.save(state)
+            except OSError as exc:
+                written = False
+                self.state_error = f"cannot write {self.store.path}: {exc.strerror or exc}"
+                log.error("%s/%s: %s", self.pool, self.node, self.state_error)
+        if written or not required:
+            self.stored = state
+        return written
+
+    def _apply(self, role: Role, why: str, *, abort: Abort | None) -> bool:
+        """Run the method; True on success. Failures are recorded, never raised (but ApplyAborted)."""
+        if self.dry_run:
+            log.warning(
+                "%s/%s: DRY-RUN: would apply %s (%s): %s",
+                self.pool,
+                self.node,
+                role,
+                why,
+                self.method.describe(role),
+            )
+            self.pending = role
+            self.on_change()
+            return False
+        log.warning(
+            "%s/%s: applying %s (%s): %s", self.pool, self.node, role, why, self.method.describe(role)
+        )
+        self.pending = role
+        self.on_change()
+        try:
+            self.method.apply(role, abort)
+        except ApplyError as exc:
+            self.applied = exc.applied
+            self.apply_error = str(exc)[:300]
+            log.error("%s/%s: applying %s failed: %s", self.pool, self.node, role, exc)
+            return False
+        except ApplyAborted:
+            raise
+        except Exception as exc:  # a bug in a method must not kill the actuator of a producer
+            log.exception("%s/%s: applying %s failed unexpectedly", self.pool, self.node, role)
+            self.applied = "unknown"
+            self.apply_error = f"{role}: internal error: {exc}"[:300]
+            return False
+        finally:
+            self.pending = None
+        self.applied = role
+        self.apply_error = None
+        log.warning("%s/%s: %s applied", self.pool, self.node, role)
+        return True

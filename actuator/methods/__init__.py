@@ -1,0 +1,19 @@
+"""Ways of applying a role: ``env-swap``, ``sighup`` and ``command`` (DESIGN §8)."""
+
+from __future__ import annotations
+
+from actuator.methods.base import ApplyError, Method
+from actuator.methods.command import CommandMethod
+from actuator.methods.env_swap import EnvSwap
+from actuator.methods.sighup import SigHup
+from bpfailover.settings import ActuatorSettings
+
+METHODS: dict[str, type[Method]] = {"env-swap": EnvSwap, "sighup": SigHup, "command": CommandMethod}
+
+
+def build_method(settings: ActuatorSettings) -> Method:
+    """The configured method; raise ConfigError when its keys are missing."""
+    return METHODS[settings.method](settings)
+
+
+__all__ = ["METHODS", "ApplyError", "Method", "build_method"]

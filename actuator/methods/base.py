@@ -1,0 +1,94 @@
+"""What every way of applying a role shares: retries, and demotion that is never blocked."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+
+from actuator.commands import ApplyAborted, StepFailed, run_command, with_retries
+from bpfailover.settings import ActuatorSettings, ConfigError
+from bpfailover.wire import AppliedRole, Role
+
+log = logging.getLogger("bpfailover.actuator")
+
+Abort = Callable[[], bool]
+
+
+class ApplyError(Exception):
+    """Applying a role failed; ``applied`` is what the node is believed to run afterwards."""
+
+    def __init__(self, message: str, applied: AppliedRole) -> None:
+        super().__init__(message)
+        self.applied = applied
+
+
+class Method(ABC):
+    """One way of switching a node between producer and relay."""
+
+    name: str = ""
+
+    def __init__(self, settings: ActuatorSettings) -> None:
+        self.settings = settings
+        self.check()
+
+    @abstractmethod
+    def check(self) -> None:
+        """Raise ConfigError naming the missing or wrong key."""
+
+    @abstractmethod
+    def detect_role(self) -> AppliedRole | None:
+        """The role the node is set up for now; None when this method cannot tell."""
+
+    @abstractmethod
+    def describe(self, role: Role) -> str:
+        """What ``apply(role)`` would do, in one line (for dry-run and logs)."""
+
+    @abstractmethod
+    def _apply(self, role: Role, abort: Abort | None) -> None:
+        """Change the node; raise StepFailed or OSError on failure."""
+
+    def apply(self, role: Role, abort: Abort | None = None) -> None:
+        """Apply ``role``; raise ApplyError (or ApplyAborted for an abandoned promotion).
+
+        A demotion that fails after its retries falls back to ``stop_command``: a stopped
+        node does not forge, so it then counts as relay even though the error is reported.
+        """
+        try:
+            self._apply(role, abort)
+        except ApplyAborted:
+            raise
+        except (StepFailed, OSError) as exc:
+            if role == "relay":
+                self._last_resort(str(exc))
+            raise ApplyError(f"{role}: {exc}", "unknown") from None
+
+    def _last_resort(self, failure: str) -> None:
+        stop = self.settings.stop_command
+        if not stop:
+            raise ApplyError(f"demotion failed: {failure}; no stop_command configured", "unknown")
+        log.error("demotion failed (%s); stopping the node with stop_command %r", failure, stop)
+        try:
+            self.run(stop, "stop_command")
+        except StepFailed as exc:
+            raise ApplyError(
+                f"demotion failed: {failure}; stop_command failed too: {exc}", "unknown"
+            ) from None
+        raise ApplyError(f"demotion failed: {failure}; node stopped with stop_command", "relay")
+
+    def run(self, command: str, what: str, abort: Abort | None = None) -> None:
+        """Run a shell command with the configured timeout and bounded retries."""
+        s = self.settings
+        with_retries(
+            lambda: run_command(command, s.apply_timeout, what=what),
+            attempts=s.apply_retries,
+            wait=s.apply_retry_wait,
+            what=what,
+            abort=abort,
+        )
+
+    def _need(self, **values: object) -> None:
+        missing = [k for k, v in values.items() if v in (None, "")]
+        if missing:
+            keys = ", ".join(f"actuator.{k}" for k in missing)
+            raise ConfigError(f"actuator method {self.name!r} needs {keys}")

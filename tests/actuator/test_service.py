@@ -1,0 +1,284 @@
+"""The actuator service against a real mosquitto (TLS, passwords, ACL) from a `bpfailover init` bundle."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from actuator.service import ActuatorService
+from actuator.state import StoredState
+from bpfailover.settings import load_config
+from bpfailover.signing import generate_key, load_signing_key, sign_command
+from bpfailover.topics import Topics
+from bpfailover.wire import NodeState
+from tests.actuator.helpers import PRODUCER_ENV, NodeFiles, command, make_node_files
+from tests.brokers import BrokerHandle, wait_for
+
+pytestmark = pytest.mark.broker
+
+FENCE_AFTER = 2.0
+KEEPALIVE = 5
+
+
+def overrides(files: NodeFiles, **extra: object) -> dict[str, str]:
+    """BPF_* variables that point the bundle's node config at the test's own files."""
+    values: dict[str, object] = {
+        "BPF_ACTUATOR__ENV_FILE": files.env_file,
+        "BPF_ACTUATOR__PRODUCER_ENV": files.producer_env,
+        "BPF_ACTUATOR__RELAY_ENV": files.relay_env,
+        "BPF_ACTUATOR__RESTART_COMMAND": files.restart.script,
+        "BPF_ACTUATOR__STOP_COMMAND": files.stop.script,
+        "BPF_ACTUATOR__STATE_DIR": files.state_dir,
+        "BPF_ACTUATOR__FENCE_AFTER": FENCE_AFTER,
+        "BPF_ACTUATOR__APPLY_TIMEOUT": 5,
+        "BPF_ACTUATOR__APPLY_RETRY_WAIT": 0.05,
+        "BPF_MQTT__KEEPALIVE": KEEPALIVE,
+    }
+    values.update(extra)
+    return {k: str(v) for k, v in values.items()}
+
+
+class Node:
+    """Commands to and reports from one node of a test broker."""
+
+    def __init__(self, broker: BrokerHandle, name: str) -> None:
+        self.broker = broker
+        self.name = name
+        topics = Topics(broker.prefix)
+        self.role_topic = topics.role(broker.pool, name)
+        self.state_topic = topics.state(broker.pool, name)
+        self.key = load_signing_key(broker.bundle / "keys" / "command-signing.key")
+
+    def command(self, role: str, epoch: int, *, key: object = None, signed: bool = True) -> None:
+        cmd = command(role, epoch, pool=self.broker.pool, node=self.name)
+        if signed:
+            cmd = sign_command(cmd, key or self.key)  # type: ignore[arg-type]
+        self.broker.publish(self.role_topic, cmd.to_json(), retain=True)
+
+    def state(self) -> NodeState | None:
+        raw = self.broker.retained(self.state_topic).get(self.state_topic)
+        return NodeState.model_validate_json(raw) if raw else None
+
+    def wait_state(self, message: str, timeout: float = 10.0, **expected: object) -> NodeState:
+        def matches() -> NodeState | None:
+            state = self.state()
+            if state and all(getattr(state, k) == v for k, v in expected.items()):
+                return state
+            return None
+
+        return wait_for(matches, timeout, f"{self.name} NodeState {message} {expected}")
+
+    def clear(self) -> None:
+        for topic in (self.role_topic, self.state_topic):
+            self.broker.clear_retained(topic)
+
+
+class ActuatorProcess:
+    """``bpfailover actuator -c FILE`` as a real subprocess, its log in a file."""
+
+    def __init__(self, config: Path, env: dict[str, str], log: Path) -> None:
+        exe = shutil.which("bpfailover")
+        argv = [exe] if exe else [sys.executable, "-m", "bpfailover.cli"]
+        self.log = log
+        self.started = time.time()
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [*argv, "--log-level", "debug", "actuator", "-c", str(config)],
+                env={**os.environ, **env},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def terminate(self, timeout: float = 10.0) -> int:
+        if self.alive():
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout)
+
+    def tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+@pytest.fixture
+def processes() -> Iterator[list[ActuatorProcess]]:
+    """Actuator subprocesses, killed after the test; their logs show up when a test fails."""
+    made: list[ActuatorProcess] = []
+    yield made
+    for proc in made:
+        if proc.alive():
+            proc.proc.kill()
+            proc.proc.wait()
+        print(f"--- {proc.log}\n{proc.tail()}")  # pytest shows teardown output of failed tests only
+
+
+def start_actuator(
+    broker: BrokerHandle, node: str, files: NodeFiles, processes: list[ActuatorProcess], **extra: object
+) -> ActuatorProcess:
+    proc = ActuatorProcess(broker.config_path(node), overrides(files, **extra), files.root / "actuator.log")
+    processes.append(proc)
+    return proc
+
+
+def test_producer_fences_when_the_broker_stops_and_repromotes_when_it_is_back(
+    broker_factory, tmp_path: Path, processes: list[ActuatorProcess]
+) -> None:  # type: ignore[no-untyped-def]
+    broker = broker_factory()
+    broker.require_own_broker("stops the broker")
+    files = make_node_files(tmp_path)
+    bp1 = Node(broker, "bp1")
+    proc = start_actuator(broker, "bp1", files, processes)
+    bp1.wait_state("online", online=True, role="relay", epoch=0, fence_after=FENCE_AFTER, method="env-swap")
+
+    bp1.command("producer", 1)
+    bp1.wait_state("promoted", role="producer", epoch=1, pending=None)
+    assert files.restart.calls() == ['POOL_NAME="pool1"']
+
+    stopped_at = time.time()
+    broker.stop()
+    wait_for(lambda: len(files.restart.calls()) == 2, FENCE_AFTER + 5, "the node to fence itself")
+    fenced_at = files.restart.times()[-1]
+    # Silence is counted from the last packet heard, which is at or before the stop.
+    assert stopped_at <= fenced_at <= stopped_at + FENCE_AFTER + 1.5, proc.tail()
+    assert files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""']
+    state = files.store().load()
+    assert state is not None and (state.epoch, state.role, state.fenced) == (1, "producer", True)
+    assert proc.alive(), proc.tail()
+
+    broker.start()  # the retained producer command at epoch 1 is delivered again
+    bp1.wait_state("re-promoted", timeout=20, online=True, role="producer", epoch=1, fenced=False)
+    assert files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""', 'POOL_NAME="pool1"']
+    assert proc.terminate() == 0
+
+
+def test_stored_producer_without_broker_fences_reports_it_and_waits_for_a_command(
+    broker_factory, tmp_path: Path, processes: list[ActuatorProcess]
+) -> None:  # type: ignore[no-untyped-def]
+    broker = broker_factory(start=False)
+    broker.require_own_broker("starts the broker late")
+    files = make_node_files(tmp_path)
+    files.store().save(StoredState(pool="pool1", node="bp1", epoch=3, role="producer"))
+    files.env_file.write_bytes(PRODUCER_ENV)
+    bp1 = Node(broker, "bp1")
+    proc = start_actuator(broker, "bp1", files, processes)
+
+    wait_for(lambda: files.restart.calls(), FENCE_AFTER + 8, "the node to fence with no broker")
+    assert files.env_role() == "relay"
+    assert files.restart.times()[-1] - proc.started >= FENCE_AFTER
+    assert proc.alive(), proc.tail()
+
+    broker.start()
+    bp1.wait_state("fenced", timeout=20, online=True, role="relay", epoch=3, fenced=True, error=None)
+    bp1.command("producer", 3)  # the decider still names it producer at its epoch
+    bp1.wait_state("re-promoted", role="producer", epoch=3, fenced=False)
+
+    assert proc.terminate() == 0  # SIGTERM: clean exit, and it says offline itself
+    last = bp1.wait_state("offline after SIGTERM", online=False)
+    assert (last.role, last.epoch) == ("producer", 3)
+    assert files.restart.calls() == ['#POOL_NAME=""', 'POOL_NAME="pool1"']
+
+
+def test_last_will_reports_offline_when_the_actuator_dies(
+    broker: BrokerHandle, tmp_path: Path, processes: list[ActuatorProcess]
+) -> None:
+    bp2 = Node(broker, "bp2")
+    bp2.clear()
+    files = make_node_files(tmp_path)
+    proc = start_actuator(broker, "bp2", files, processes)
+    first = bp2.wait_state("online", online=True)
+    proc.proc.kill()
+    proc.proc.wait()
+    gone = bp2.wait_state("offline by Last Will", online=False)
+    assert gone.boot == first.boot
+
+
+@pytest.fixture
+def in_process(
+    broker: BrokerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., tuple[ActuatorService, Node, NodeFiles]]]:
+    """Start an ActuatorService for bp3 of the session broker on a thread; stopped after the test."""
+    started: list[tuple[ActuatorService, threading.Thread]] = []
+
+    def start(files: NodeFiles | None = None, **extra: object) -> tuple[ActuatorService, Node, NodeFiles]:
+        bp3 = Node(broker, "bp3")
+        bp3.clear()
+        files = files or make_node_files(tmp_path)
+        for key, value in overrides(files, **extra).items():
+            monkeypatch.setenv(key, value)
+        service = ActuatorService(load_config(broker.config_path("bp3")))
+        thread = threading.Thread(target=service.run, daemon=True)
+        thread.start()
+        started.append((service, thread))
+        return service, bp3, files
+
+    yield start
+    for service, thread in started:
+        service.stop()
+        thread.join(10)
+
+
+def test_forged_unsigned_and_replayed_commands_are_rejected(in_process: Callable[..., tuple]) -> None:  # type: ignore[type-arg]
+    service, bp3, files = in_process()
+    assert service.link.subscriptions == [bp3.role_topic]  # its exact role topic, nothing else
+    bp3.wait_state("online", online=True)
+    bp3.command("producer", 2)
+    bp3.wait_state("promoted", role="producer", epoch=2)
+
+    def reported(reason: str) -> bool:
+        state = bp3.state()
+        return state is not None and (state.rejected or "").startswith(f"rejected {reason}:")
+
+    bp3.command("relay", 5, key=generate_key())  # signed with another key
+    wait_for(lambda: reported("bad_signature"), 5, "the forged command to be reported")
+    bp3.command("relay", 6, signed=False)
+    wait_for(lambda: reported("unsigned"), 5, "the unsigned command to be reported")
+    bp3.command("relay", 1)  # a genuine but old command, replayed
+    wait_for(lambda: reported("stale_epoch"), 5, "the replayed command to be reported")
+    state = bp3.state()
+    assert state is not None and (state.role, state.epoch, state.online) == ("producer", 2, True)
+    assert state.error is None
+    assert dict(service.rejections.counts) == {"bad_signature": 1, "unsigned": 1, "stale_epoch": 1}
+    assert files.restart.calls() == ['POOL_NAME="pool1"']
+    assert files.env_role() == "producer"
+
+    bp3.command("relay", 7)  # the next valid command still works and clears the report
+    bp3.wait_state("demoted", role="relay", epoch=7, error=None)
+
+
+def test_dry_run_reports_what_it_would_do_and_changes_nothing(in_process: Callable[..., tuple]) -> None:  # type: ignore[type-arg]
+    _service, bp3, files = in_process(BPF_ACTUATOR__DRY_RUN="true")
+    before = {p.name: p.read_bytes() for p in files.root.rglob("*") if p.is_file() and p.suffix != ".log"}
+    bp3.wait_state("online", online=True, dry_run=True)
+    bp3.command("producer", 1)
+    state = bp3.wait_state("would promote", epoch=1, pending="producer")
+    assert (state.role, state.dry_run) == ("relay", True)
+    assert state.fence_after == 0  # it will not really fence, so the decider must not count on it
+    after = {p.name: p.read_bytes() for p in files.root.rglob("*") if p.is_file() and p.suffix != ".log"}
+    assert after == before
+    assert files.restart.calls() == []
+    assert not files.state_dir.exists()
+
+
+def test_refused_credentials_do_not_stop_the_actuator_from_fencing(
+    in_process: Callable[..., tuple],  # type: ignore[type-arg]
+    tmp_path: Path,
+) -> None:
+    files = make_node_files(tmp_path)
+    files.store().save(StoredState(pool="pool1", node="bp3", epoch=4, role="producer"))
+    files.env_file.write_bytes(PRODUCER_ENV)
+    service, _bp3, _ = in_process(files, BPF_MQTT__PASSWORD="wrong-password")
+    wait_for(lambda: service.controller.status().fenced, FENCE_AFTER + 5, "a fence without a broker login")
+    assert files.env_role() == "relay"
+    assert files.restart.calls() == ['#POOL_NAME=""']
+    assert not service.link.connected.is_set()
