@@ -21,6 +21,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,8 +277,6 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
 
 
 def _main_thread() -> bool:
-    import threading
-
     return threading.current_thread() is threading.main_thread()
 
 
@@ -299,7 +298,7 @@ def _start(binary: str, folder: Path, out: Callable[[str], None]) -> Children:
     env["BPF_LOG_LEVEL"] = "info"
     env["PYTHONUNBUFFERED"] = "1"
     children = Children(logs, env)
-    out(f"demo pool {POOL!r} in {folder}: mosquitto on 127.0.0.1:{port} (TLS), logs in {logs}")
+    out(f"demo pool {POOL!r} in {folder}: mosquitto on 127.0.0.1:{port} (TLS), logs in {logs.name}/")
     out(
         f"timings: stale_after {STALE_AFTER}s, fence_after {FENCE_AFTER}s, keepalive {KEEPALIVE}s, "
         "publisher every 0.5s (a real pool: 5m, 2m, 30s, 10s)"

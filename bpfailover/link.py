@@ -127,6 +127,10 @@ class MqttLink:
         self.subscriptions: list[str] = list(subscriptions)
         self.inbox: queue.Queue[Incoming | LinkEvent] = inbox if inbox is not None else queue.Queue()
         self.connected = threading.Event()
+        # Set once the broker acknowledged every subscription of the current connection.
+        self.subscribed = threading.Event()
+        self._sub_pending: dict[int, list[str]] = {}
+        self._sub_early: set[int] = set()
         self.refused: str | None = None
         self.last_contact_mono: float | None = None
         self._on_connect_hook = on_connect
@@ -214,8 +218,7 @@ class MqttLink:
             return
         self.refused = None
         self.last_contact_mono = time.monotonic()
-        for topic in self.subscriptions:
-            client.subscribe(topic, qos=1)
+        self._subscribe(list(self.subscriptions))
         self.connected.set()
         self._first_connack.set()
         present = bool(getattr(flags, "session_present", False))
@@ -227,6 +230,9 @@ class MqttLink:
     def _handle_disconnect(self, _c: object, _u: object, _flags: object, reason: object, _p: object) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
+        with self._lock:
+            self._sub_pending.clear()
         with self._lock:
             pending = list(self._deliveries.values())
         if was:
@@ -259,8 +265,35 @@ class MqttLink:
             log.error("broker refused publish to %s: %s", delivery.topic, refused)
         delivery.done.set()
 
-    def _handle_subscribe(self, _c: object, _u: object, _mid: int, reasons: list[object], _p: object) -> None:
-        for topic, reason in zip(self.subscriptions, reasons, strict=False):
+    def _subscribe(self, topics: list[str]) -> None:
+        """Send one SUBSCRIBE for ``topics``; ``subscribed`` is set once every SUBACK is in."""
+        if not topics:
+            if not self._sub_pending:
+                self.subscribed.set()
+            return
+        self.subscribed.clear()
+        result, mid = self._client.subscribe([(t, 1) for t in topics])
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+            log.warning("subscribe to %s not sent: %s", ", ".join(topics), paho.error_string(result))
+            return
+        with self._lock:
+            if mid in self._sub_early:  # the SUBACK beat us here (subscribe from another thread)
+                self._sub_early.discard(mid)
+                if not self._sub_pending:
+                    self.subscribed.set()
+                return
+            self._sub_pending[mid] = topics
+
+    def _handle_subscribe(self, _c: object, _u: object, mid: int, reasons: list[object], _p: object) -> None:
+        with self._lock:
+            if mid not in self._sub_pending:
+                self._sub_early.add(mid)
+                return
+            topics = self._sub_pending.pop(mid)
+            done = not self._sub_pending
+        if done:
+            self.subscribed.set()
+        for topic, reason in zip(topics, reasons, strict=False):
             if _is_failure(reason) or (isinstance(reason, ReasonCode) and reason.value >= 0x80):
                 log.error("broker refused subscription to %s: %s", topic, _reason_text(reason))
 
@@ -360,7 +393,7 @@ class MqttLink:
         if topic not in self.subscriptions:
             self.subscriptions.append(topic)
         if self.connected.is_set():
-            self._client.subscribe(topic, qos=1)
+            self._subscribe([topic])
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Delivery:
         """Publish at QoS 1; the returned Delivery completes on the broker's PUBACK.

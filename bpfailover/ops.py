@@ -143,8 +143,12 @@ def run_control(args: argparse.Namespace, config: BpfConfig) -> int:
 
 
 def _exchange(link: MqttLink, topics: Topics, pool: str, request: ControlRequest, timeout: float) -> int:
-    # The subscriptions went out in the CONNECT handler, before this publish: the broker
-    # handles one client's packets in order, so the answer cannot overtake them.
+    # Wait for the broker's SUBACK before asking: brokers that apply subscriptions
+    # asynchronously (AWS IoT) could otherwise miss the decider's answer.
+    if not link.subscribed.wait(min(timeout, 10.0)):
+        print("bpfailover: error: the broker did not acknowledge the subscription to the events topic",
+              file=sys.stderr)
+        return 2
     try:
         link.publish_wait(topics.control(pool), request.to_json(), timeout=min(timeout, 10.0))
     except PublishError as exc:

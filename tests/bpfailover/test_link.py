@@ -74,6 +74,15 @@ def test_node_credentials_connect_over_tls(broker, links) -> None:  # type: igno
     link.publish_wait(topic, b"{}", retain=False, timeout=5)  # PUBACK received over TLS
 
 
+def test_subscriptions_are_acknowledged_before_subscribed_is_set(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topics = Topics(broker.prefix)
+    link = connect(broker, links, "operator", subscriptions=[topics.events(broker.pool)])
+    assert link.subscribed.wait(5)
+    link.subscribe(topics.decider(broker.pool))
+    assert link.subscribed.wait(5)
+    assert link.subscriptions == [topics.events(broker.pool), topics.decider(broker.pool)]
+
+
 def test_wrong_password_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
     settings = broker.mqtt_settings("bp1").model_copy(update={"password": None, "password_file": None})
     settings = settings.model_copy(update={"password": __import__("pydantic").SecretStr("wrong")})
