@@ -1,0 +1,155 @@
+"""Building the core's output: role commands, events with their inputs, and status."""
+
+from __future__ import annotations
+
+import math
+
+from bpfailover.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
+from bpfailover.wire import Transition as WireTransition
+from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from decider.model import Command, Context, Now, PoolView
+from decider.rule import why_not
+
+
+def node_inputs(view: PoolView, ctx: Context, now: Now) -> dict[str, NodeInputs]:
+    """Each node's facts behind a decision: tip age, online, eligible or why not."""
+    result = {}
+    for node in view.nodes.values():
+        age = node.age(now)
+        reason = why_not(view, node, ctx, now)
+        state = node.state
+        result[node.name] = NodeInputs(
+            age=None if math.isinf(age) else round(age, 3),
+            online=node.online,
+            eligible=reason is None,
+            why_not=reason,
+            role=state.role if state is not None else "unknown",
+            epoch=state.epoch if state is not None else 0,
+            skew=None if node.skew is None else round(node.skew, 3),
+        )
+    return result
+
+
+def status_key(view: PoolView) -> tuple[object, ...]:
+    """Everything in the status but its timestamp, to publish on change."""
+    t = view.transition
+    return (
+        view.epoch,
+        view.producer,
+        view.paused,
+        view.paused_until,
+        view.frozen,
+        view.dry_run,
+        tuple(sorted(view.maintenance.items())),
+        None if t is None else (t.kind, t.from_, t.to, t.epoch, t.phase),
+    )
+
+
+def build_status(view: PoolView, ctx: Context, now: Now, *, online: bool = True) -> DeciderStatus:
+    t = view.transition
+    transition = None
+    if t is not None:
+        transition = WireTransition(
+            from_=t.from_, to=t.to, epoch=t.epoch, kind=t.kind, started_at=t.started.wall, phase=t.phase
+        )
+    return DeciderStatus(
+        pool=view.id,
+        decider=ctx.decider_id,
+        online=online,
+        epoch=view.epoch,
+        producer=view.producer,
+        paused=view.paused,
+        paused_until=view.paused_until,
+        frozen=view.frozen,
+        dry_run=view.dry_run,
+        maintenance=dict(view.maintenance),
+        transition=transition,
+        updated_at=now.wall,
+    )
+
+
+class Outbox:
+    """Collects the actions of one evaluation of one pool, updating the view as it goes."""
+
+    def __init__(self, view: PoolView, ctx: Context, now: Now) -> None:
+        self.view = view
+        self.ctx = ctx
+        self.now = now
+        self.actions: list[Action] = []
+
+    def _command(self, node: str, role: Role, epoch: int, reason: str, dry_run: bool) -> RoleCommand:
+        return RoleCommand(
+            pool=self.view.id,
+            node=node,
+            role=role,
+            epoch=epoch,
+            issued_at=self.now.wall,
+            decider=self.ctx.decider_id,
+            reason=reason[:500],
+            dry_run=dry_run,
+        )
+
+    def command(self, node: str, role: Role, epoch: int, reason: str) -> None:
+        """Command ``node`` (or, in a dry-run pool, say on the dry-run topic what we would)."""
+        view = self.view
+        dry = view.dry_run
+        cmd = self._command(node, role, epoch, reason, dry)
+        if dry:
+            self.actions.append(PublishDryRun(view.id, node, cmd))
+        else:
+            self.actions.append(PublishRole(view.id, node, cmd))
+        view.nodes[node].command = Command(
+            role, epoch, confirmed=dry, issued_mono=self.now.mono, decider=self.ctx.decider_id
+        )
+
+    def would_command(self, node: str, role: Role, epoch: int, reason: str) -> None:
+        """Only report on the dry-run topic; the view does not change."""
+        self.actions.append(PublishDryRun(self.view.id, node, self._command(node, role, epoch, reason, True)))
+
+    def event(
+        self,
+        kind: str,
+        reason: str,
+        *,
+        from_: str | None = None,
+        to: str | None = None,
+        epoch: int | None = None,
+        request_id: str | None = None,
+        ok: bool | None = None,
+        dry_run: bool | None = None,
+    ) -> None:
+        view = self.view
+        self.actions.append(
+            PublishEvent(
+                view.id,
+                DecisionEvent(
+                    pool=view.id,
+                    at=self.now.wall,
+                    kind=kind,
+                    from_=from_,
+                    to=to,
+                    epoch=view.epoch if epoch is None else epoch,
+                    reason=reason[:1000],
+                    request_id=request_id,
+                    ok=ok,
+                    dry_run=view.dry_run if dry_run is None else dry_run,
+                    inputs=node_inputs(view, self.ctx, self.now),
+                ),
+            )
+        )
+
+    def alert(self, key: str, reason: str, *, to: str | None = None, kind: str = "alert") -> None:
+        """Raise an alert once; it is raised again only after ``clear(key)``."""
+        if key in self.view.alerts:
+            return
+        self.view.alerts.add(key)
+        self.event(kind, reason, to=to)
+
+    def clear(self, key: str) -> None:
+        self.view.alerts.discard(key)
+
+    def status(self, *, online: bool = True) -> None:
+        view = self.view
+        self.actions.append(PublishStatus(view.id, build_status(view, self.ctx, self.now, online=online)))
+        view.last_status = status_key(view)
+        view.last_status_mono = self.now.mono

@@ -1,0 +1,136 @@
+"""The decider's view of one pool: what it heard about each node and what it commanded.
+
+Plain data only. Two clocks travel together in ``Now``: ``mono`` (monotonic seconds,
+for every interval the decider measures itself) and ``wall`` (unix seconds, for tip
+ages — a tip's ``tip_time`` is chain time — and for payload timestamps).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from bpfailover.settings import DeciderSettings
+from bpfailover.wire import DeciderStatus, NodeState, Role, TipReport
+
+Phase = Literal["demote", "promote"]
+
+
+@dataclass(frozen=True)
+class Now:
+    mono: float
+    wall: float
+
+
+@dataclass(frozen=True)
+class Context:
+    """What every part of the core needs to know about its own configuration."""
+
+    settings: DeciderSettings
+    decider_id: str
+    keepalive: float
+
+    def fence_wait(self, fence_after: float) -> float:
+        """How long after an actuator's Last Will its node is certainly fenced."""
+        return fence_after + self.keepalive + self.settings.fence_margin
+
+
+@dataclass
+class Command:
+    """The latest role command for one node, as this decider knows it."""
+
+    role: Role
+    epoch: int
+    confirmed: bool  # the broker holds it: we saw it retained or echoed back
+    issued_mono: float | None = None  # when this process last published it; None if read back
+    decider: str = ""
+
+
+@dataclass
+class NodeView:
+    name: str
+    priority: int
+    last_tip: TipReport | None = None
+    tip_time: float | None = None  # of the last ok report
+    fresh_streak: int = 0  # consecutive reports that were fresh when received
+    skew: float | None = None  # received_at - sent_at of the last live report
+    state: NodeState | None = None
+    offline_since: float | None = None  # mono time we first saw the actuator offline (t_off)
+    command: Command | None = None
+
+    def age(self, now: Now) -> float:
+        """Tip age on the decider's wall clock; a node without an ok report is infinitely stale."""
+        if self.tip_time is None:
+            return math.inf
+        return max(0.0, now.wall - self.tip_time)
+
+    @property
+    def online(self) -> bool:
+        return self.state is not None and self.state.online
+
+
+@dataclass
+class Transition:
+    """A producer change in progress: relays at ``epoch`` first, then ``to`` promoted."""
+
+    kind: str  # bootstrap, failover, switchover, failback, resync, recovery
+    from_: str | None
+    to: str
+    epoch: int
+    reason: str
+    started: Now
+    phase: Phase = "demote"
+    forced: bool = False  # an operator asserted the old producer is dead: no ack wait
+    operator: bool = False  # requested by an operator: keep the chosen target
+    promoted_mono: float | None = None
+    request_id: str | None = None
+    abandoned: frozenset[str] = frozenset()  # candidates given up on in this change
+    blocked_by: frozenset[str] = frozenset()  # nodes that might have been producing at the start
+    # Everyone that had to stop at some step of this change (it may retarget several times).
+    must_stop: frozenset[str] = frozenset()
+
+
+@dataclass
+class PoolView:
+    id: str
+    nodes: dict[str, NodeView]
+    initial_producer: str | None
+    dry_run: bool
+    epoch: int = 0  # epoch of this decider's current commands
+    producer: str | None = None  # the producer of the last completed change
+    transition: Transition | None = None
+    last_change_mono: float | None = None
+    changes: deque[float] = field(default_factory=deque)  # mono times of automatic changes
+    paused: bool = False
+    paused_until: float | None = None  # wall
+    frozen: bool = False
+    maintenance: dict[str, float | None] = field(default_factory=dict)  # node -> wall until
+    recovered: bool = False
+    read_back_status: DeciderStatus | None = None  # our own retained status, read before recovery
+    alerts: set[str] = field(default_factory=set)  # raised and not yet cleared
+    shadow: tuple[str | None, str] | None = None  # last would-be decision published to dry-run
+    last_status: tuple[object, ...] | None = None
+    last_status_mono: float | None = None
+
+    def known_epoch(self) -> int:
+        """The highest epoch anyone has seen: our commands, retained commands, node states."""
+        top = self.epoch
+        for node in self.nodes.values():
+            if node.command is not None:
+                top = max(top, node.command.epoch)
+            if node.state is not None:
+                top = max(top, node.state.epoch)
+        if self.transition is not None:
+            top = max(top, self.transition.epoch)
+        return top
+
+    def in_maintenance(self, name: str, now: Now) -> bool:
+        if name not in self.maintenance:
+            return False
+        until = self.maintenance[name]
+        return until is None or until > now.wall
+
+    def is_paused(self, now: Now) -> bool:
+        return self.paused and (self.paused_until is None or self.paused_until > now.wall)

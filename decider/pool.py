@@ -1,0 +1,258 @@
+"""One pool's state machine: takes in what the broker says, and evaluates.
+
+``evaluate`` runs after every message and on every tick: it recovers the pool once
+(after startup_grace), expires pauses and maintenance windows, moves a transition on,
+or applies the rule to the steady pool, raises alerts once per condition, and publishes
+the status on change and every status_interval.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+from bpfailover.settings import PoolSpec
+from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
+from decider import control, recovery, rule, transition
+from decider.actions import Action
+from decider.emit import Outbox, status_key
+from decider.invariants import fence_warning
+from decider.model import Command, Context, NodeView, Now, PoolView
+
+
+class PoolMachine:
+    def __init__(self, spec: PoolSpec, ctx: Context, dry_run: bool) -> None:
+        self.ctx = ctx
+        self.view = PoolView(
+            id=spec.id,
+            nodes={n.name: NodeView(n.name, n.priority) for n in spec.nodes},
+            initial_producer=spec.initial_producer,
+            dry_run=dry_run,
+        )
+        self.answers: OrderedDict[str, tuple[bool, str]] = OrderedDict()
+
+    # --- facts in -----------------------------------------------------------------------------
+
+    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool:
+        """Record a tip report; False for a duplicate or replay (same boot, seq not newer)."""
+        node = self.view.nodes[report.node]
+        last = node.last_tip
+        if last is not None and last.boot == report.boot and report.seq <= last.seq:
+            return False
+        node.last_tip = report
+        usable = report.ok and report.tip_time is not None
+        fresh = usable and received_at - report.tip_time <= self.ctx.settings.stale_after  # type: ignore[operator]
+        node.fresh_streak = node.fresh_streak + 1 if fresh else 0
+        if usable:
+            node.tip_time = report.tip_time
+        if not retained:
+            # A retained report was sent long ago: its delay says nothing about the clock.
+            node.skew = received_at - report.sent_at
+        return True
+
+    def on_state(self, state: NodeState, now: Now) -> None:
+        node = self.view.nodes[state.node]
+        if state.online:
+            node.offline_since = None
+        elif node.offline_since is None:
+            node.offline_since = now.mono
+        node.state = state
+
+    def on_role(self, command: RoleCommand, retained: bool, now: Now) -> list[Action]:
+        """A role command read back: a retained one at start, or our own echo (delivery proof)."""
+        view = self.view
+        node = view.nodes[command.node]
+        current = node.command
+        if current is not None and current.epoch == command.epoch and current.role == command.role:
+            current.confirmed = True
+        elif current is None or command.epoch > current.epoch:
+            node.command = Command(command.role, command.epoch, confirmed=True, decider=command.decider)
+        if command.decider != self.ctx.decider_id and not retained and view.recovered:
+            out = Outbox(view, self.ctx, now)
+            out.alert(
+                f"foreign:{command.decider}",
+                f"another decider ({command.decider!r}) commands this pool: {command.node} "
+                f"{command.role} at epoch {command.epoch}; run one decider per pool",
+            )
+            return out.actions
+        return []
+
+    def on_status(self, status: DeciderStatus, retained: bool) -> None:
+        view = self.view
+        if not view.recovered:
+            if retained:
+                view.read_back_status = status
+            return
+        if status.decider == self.ctx.decider_id and not status.online:
+            # Our presence Will fired while we still run: say we are here again.
+            view.last_status = None
+
+    def on_control(self, request: ControlRequest, now: Now) -> list[Action]:
+        out = Outbox(self.view, self.ctx, now)
+        if not self.view.recovered:
+            out.event(
+                "control",
+                f"{request.action}: refused, the decider is still starting (startup_grace); retry shortly",
+                request_id=request.request_id,
+                ok=False,
+            )
+            return out.actions
+        control.handle(out, request, self.answers)
+        return out.actions + self.evaluate(now)
+
+    def on_link_up(self, now: Now) -> None:
+        """Our own link came back: what we saw offline is timed from now, to be safe."""
+        for node in self.view.nodes.values():
+            if node.state is not None and not node.state.online:
+                node.offline_since = now.mono
+        transition.restart_timers(self.view, now)
+
+    # --- evaluation ---------------------------------------------------------------------------
+
+    def evaluate(self, now: Now) -> list[Action]:
+        view, ctx = self.view, self.ctx
+        out = Outbox(view, ctx, now)
+        if not view.recovered:
+            recovery.recover(out)
+        self._expire(out)
+        if view.transition is not None:
+            transition.advance(out)
+        else:
+            self._steady(out)
+        self._node_alerts(out)
+        self._republish(out)
+        interval_due = (
+            view.last_status_mono is None or now.mono - view.last_status_mono >= ctx.settings.status_interval
+        )
+        if interval_due or status_key(view) != view.last_status:
+            out.status()
+        return out.actions
+
+    def _expire(self, out: Outbox) -> None:
+        view, now = out.view, out.now
+        if view.paused and view.paused_until is not None and view.paused_until <= now.wall:
+            view.paused, view.paused_until = False, None
+            out.event("control", "pause expired: automatic failover resumed", ok=True)
+        for name, until in list(view.maintenance.items()):
+            if until is not None and until <= now.wall:
+                del view.maintenance[name]
+                out.event("control", f"maintenance of {name} expired", to=name, ok=True)
+
+    def _steady(self, out: Outbox) -> None:
+        view, ctx, now = out.view, out.ctx, out.now
+        if self._resync_rogue(out):
+            return
+        decision = rule.automatic(view, ctx, now)
+        self._standby_alert(out)
+        if decision is None:
+            view.shadow = None
+            return
+        if decision.kind != "bootstrap":
+            left = rule.too_soon(view, ctx, now)
+            if left is not None:
+                return
+            if not view.frozen and rule.budget_spent(view, ctx, now):
+                view.frozen = True
+                out.event(
+                    "frozen",
+                    f"flap budget spent: {len(view.changes)} automatic changes within flap_window "
+                    f"{ctx.settings.flap_window:g}s; pool frozen, `bpfailover resume` unfreezes it. "
+                    f"Would have done: {decision.reason}",
+                    from_=decision.from_,
+                    to=decision.to,
+                )
+        held = "frozen" if view.frozen else "paused" if view.is_paused(now) else None
+        if held is not None:
+            self._shadow(out, decision, held)
+            return
+        if decision.kind != "bootstrap":
+            view.changes.append(now.mono)
+        transition.start(
+            out, kind=decision.kind, to=decision.to, from_=decision.from_, reason=decision.reason
+        )
+
+    def _shadow(self, out: Outbox, decision: rule.Decision, held: str) -> None:
+        """Paused or frozen: publish the would-be change to the dry-run topic, once."""
+        view = out.view
+        key = (decision.from_, decision.to)
+        if view.shadow == key:
+            return
+        view.shadow = key
+        epoch = view.known_epoch() + 1
+        reason = f"{held}: would {decision.kind}: {decision.reason}"
+        for name in view.nodes:
+            if name != decision.to:
+                out.would_command(name, "relay", epoch, reason)
+        out.would_command(decision.to, "producer", epoch, reason)
+        out.event(decision.kind, reason, from_=decision.from_, to=decision.to, epoch=epoch, dry_run=True)
+
+    def _resync_rogue(self, out: Outbox) -> bool:
+        """A node producing at our epoch or later without our command: demote it, re-command ours."""
+        view = out.view
+        for node in view.nodes.values():
+            s = node.state
+            if node.name == view.producer or s is None or not s.online or s.epoch < view.epoch:
+                continue
+            if s.role == "producer" or s.pending == "producer":
+                target = view.producer
+                reason = (
+                    f"{node.name} reports producer at epoch {s.epoch} (ours is {view.epoch}) without our "
+                    "command: re-commanding the pool at a higher epoch"
+                )
+                out.alert(f"rogue:{node.name}:{s.epoch}", reason, to=node.name)
+                if target is None:
+                    return False  # the bootstrap that follows demotes it first
+                transition.start(out, kind="resync", to=target, from_=None, reason=reason, operator=True)
+                return True
+        return False
+
+    def _standby_alert(self, out: Outbox) -> None:
+        view, ctx, now = out.view, out.ctx, out.now
+        if view.producer is None:
+            return
+        standby = rule.candidates(view, ctx, now, exclude={view.producer})
+        if standby:
+            out.clear("nostandby")
+        else:
+            out.alert(
+                "nostandby", f"no healthy standby for producer {view.producer}", kind="no_healthy_standby"
+            )
+
+    def _node_alerts(self, out: Outbox) -> None:
+        view, ctx = out.view, out.ctx
+        for node in view.nodes.values():
+            s = node.state
+            if s is not None:
+                fence_key = f"fence:{node.name}:{s.fence_after:g}"
+                if fence_key not in view.alerts:
+                    warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
+                    if warning is not None:
+                        out.alert(fence_key, warning, to=node.name)
+            key = f"skew:{node.name}"
+            if node.skew is not None and abs(node.skew) > ctx.settings.max_clock_skew:
+                out.alert(
+                    key,
+                    f"{node.name} clock skew {node.skew:+.1f}s exceeds max_clock_skew "
+                    f"{ctx.settings.max_clock_skew:g}s: not eligible until its clock is fixed",
+                    to=node.name,
+                    kind="clock_skew",
+                )
+            else:
+                out.clear(key)
+
+    def _republish(self, out: Outbox) -> None:
+        """Commands the broker has not confirmed holding are sent again (same epoch, a no-op)."""
+        view, ctx, now = out.view, out.ctx, out.now
+        if view.dry_run:
+            return
+        after = max(ctx.keepalive, 2 * ctx.settings.tick)
+        for node in view.nodes.values():
+            c = node.command
+            if c is None or c.confirmed or c.epoch != view.epoch or c.issued_mono is None:
+                continue
+            if now.mono - c.issued_mono >= after:
+                out.command(node.name, c.role, c.epoch, f"republish: not confirmed after {after:g}s")
+
+    def status(self, now: Now, *, online: bool) -> list[Action]:
+        out = Outbox(self.view, self.ctx, now)
+        out.status(online=online)
+        return out.actions

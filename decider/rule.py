@@ -1,0 +1,140 @@
+"""The decision rule (DESIGN §6): who is eligible, who is best, and when to change producer.
+
+Pure functions over a ``PoolView``; gates that change the pool (freezing, pausing)
+are applied by the pool machine, which owns the view.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from decider.model import Context, NodeView, Now, PoolView
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: str  # bootstrap, failover, failback
+    to: str
+    from_: str | None
+    reason: str
+
+
+def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now) -> str | None:
+    """Why ``node`` cannot be promoted now, or None when it is eligible."""
+    s = ctx.settings
+    if node.priority <= 0:
+        return "priority 0"
+    if view.in_maintenance(node.name, now):
+        return "in maintenance"
+    state = node.state
+    if state is None:
+        return "no actuator state"
+    if not state.online:
+        return "actuator offline"
+    if state.error:
+        return f"apply error: {state.error}"
+    if node.skew is not None and abs(node.skew) > s.max_clock_skew:
+        return f"clock skew {node.skew:+.1f}s exceeds {s.max_clock_skew:g}s"
+    age = node.age(now)
+    if math.isinf(age):
+        return "no tip"
+    if age > s.stale_after:
+        return f"tip stale ({age_text(age)} > {s.stale_after:g}s)"
+    if node.fresh_streak < s.rise:
+        return f"{node.fresh_streak} of {s.rise} consecutive fresh reports"
+    return None
+
+
+def rank(node: NodeView) -> tuple[int, float, str]:
+    """Sort key: highest priority, then freshest tip, then name."""
+    fresh = node.tip_time if node.tip_time is not None else -math.inf
+    return (-node.priority, -fresh, node.name)
+
+
+def candidates(
+    view: PoolView, ctx: Context, now: Now, exclude: frozenset[str] | set[str] = frozenset()
+) -> list[NodeView]:
+    """Eligible nodes, best first."""
+    found = [n for n in view.nodes.values() if n.name not in exclude and why_not(view, n, ctx, now) is None]
+    return sorted(found, key=rank)
+
+
+def age_text(age: float) -> str:
+    """An age for people: tenths below 100 s, where they tell apart 10.2 s from stale_after 10 s."""
+    if math.isinf(age):
+        return "never reported"
+    return f"{age:.1f}s" if age < 100 else f"{age:.0f}s"
+
+
+def bootstrap(view: PoolView, ctx: Context, now: Now) -> Decision | None:
+    """A pool without a producer: initial_producer if eligible, else the best eligible node."""
+    ranked = candidates(view, ctx, now)
+    if not ranked:
+        return None
+    initial = view.initial_producer
+    names = [n.name for n in ranked]
+    if initial in names:
+        return Decision("bootstrap", initial, None, f"initial_producer {initial} is eligible")
+    why = ""
+    if initial is not None:
+        why = f" (initial_producer {initial}: {why_not(view, view.nodes[initial], ctx, now)})"
+    best = ranked[0]
+    return Decision("bootstrap", best.name, None, f"{best.name} is the best eligible node{why}")
+
+
+def automatic(view: PoolView, ctx: Context, now: Now) -> Decision | None:
+    """The change the rule calls for in a pool with producer ``view.producer``, if any.
+
+    min_switch_interval, the flap budget and pausing are applied by the caller.
+    """
+    if view.producer is None:
+        return bootstrap(view, ctx, now)
+    producer = view.nodes[view.producer]
+    age = producer.age(now)
+    s = ctx.settings
+    if age > s.stale_after:
+        ranked = [
+            c
+            for c in candidates(view, ctx, now, exclude={producer.name})
+            # Fresher than the producer: in a network-wide stall nobody is, and nothing happens.
+            if producer.tip_time is None or (c.tip_time is not None and c.tip_time > producer.tip_time)
+        ]
+        if not ranked:
+            return None
+        best = ranked[0]
+        return Decision(
+            "failover",
+            best.name,
+            producer.name,
+            f"producer {producer.name} tip age {age_text(age)} > stale_after {s.stale_after:g}s; "
+            f"{best.name} eligible with tip age {age_text(best.age(now))}",
+        )
+    if s.failback:
+        ranked = candidates(view, ctx, now, exclude={producer.name})
+        if ranked and ranked[0].priority > producer.priority:
+            best = ranked[0]
+            return Decision(
+                "failback",
+                best.name,
+                producer.name,
+                f"{best.name} (priority {best.priority}) is eligible and preferred "
+                f"over {producer.name} (priority {producer.priority})",
+            )
+    return None
+
+
+def too_soon(view: PoolView, ctx: Context, now: Now) -> float | None:
+    """Seconds left of min_switch_interval since the last change, or None."""
+    if view.last_change_mono is None:
+        return None
+    left = view.last_change_mono + ctx.settings.min_switch_interval - now.mono
+    return left if left > 0 else None
+
+
+def budget_spent(view: PoolView, ctx: Context, now: Now) -> bool:
+    """True when max_failovers automatic changes happened within flap_window."""
+    window = ctx.settings.flap_window
+    while view.changes and view.changes[0] <= now.mono - window:
+        view.changes.popleft()
+    return len(view.changes) >= ctx.settings.max_failovers

@@ -1,0 +1,99 @@
+"""Demote before promote (DESIGN §7): when may the decider promote at a new epoch?
+
+A node that might be producing blocks the promotion until it has acknowledged relay
+at the new epoch, or is certainly fenced: its actuator's Last Will arrived at t_off
+(our monotonic clock) and fence_after + keepalive + fence_margin have passed since,
+and the broker holds our relay command for it, so it cannot come back as producer.
+"""
+
+from __future__ import annotations
+
+from decider.model import Context, NodeView, Now, PoolView, Transition
+
+
+def acked(node: NodeView, epoch: int) -> bool:
+    """The actuator reports relay applied at ``epoch`` or later, with nothing pending."""
+    s = node.state
+    return s is not None and s.online and s.role == "relay" and s.epoch >= epoch and s.pending is None
+
+
+def applied(node: NodeView, epoch: int) -> bool:
+    """The actuator reports producer applied at ``epoch`` or later."""
+    s = node.state
+    return s is not None and s.online and s.role == "producer" and s.epoch >= epoch and s.pending is None
+
+
+def fenced_from(node: NodeView, ctx: Context) -> float | None:
+    """Monotonic time from which ``node`` is certainly fenced; None while it cannot be."""
+    s = node.state
+    if s is None or s.online or node.offline_since is None or s.fence_after <= 0:
+        return None
+    return node.offline_since + ctx.fence_wait(s.fence_after)
+
+
+def certainly_fenced(node: NodeView, ctx: Context, now: Now) -> bool:
+    at = fenced_from(node, ctx)
+    return at is not None and now.mono >= at
+
+
+def reports_producing(node: NodeView) -> bool:
+    """Its actuator says it is, or may be, producing (or is about to)."""
+    s = node.state
+    return s is not None and (s.role in ("producer", "unknown") or s.pending == "producer")
+
+
+def might_produce(view: PoolView, node: NodeView, old_producer: str | None) -> bool:
+    """Before a transition: could ``node`` be forging now?"""
+    if node.name == old_producer:
+        return True
+    # Commanded producer and not (yet) demoted at a later epoch: it may apply that command
+    # any moment, whatever its last state says (e.g. a promotion that failed and is retried).
+    if node.command is not None and node.command.role == "producer":
+        return True
+    if node.state is not None:
+        return reports_producing(node)
+    # Nothing known. In a brand-new pool (no epoch anywhere) an actuator that never
+    # reported has applied nothing; in a pool with a history it may hold an epoch the
+    # broker forgot, so it must acknowledge (or be fenced) first.
+    return old_producer is None and view.known_epoch() > 0
+
+
+def demotion_held(node: NodeView, epoch: int) -> bool:
+    """The broker holds (retained) our relay command at ``epoch`` or later for ``node``."""
+    c = node.command
+    return c is not None and c.role == "relay" and c.epoch >= epoch and c.confirmed
+
+
+def safe_to_leave(node: NodeView, epoch: int, ctx: Context, now: Now) -> bool:
+    return acked(node, epoch) or (certainly_fenced(node, ctx, now) and demotion_held(node, epoch))
+
+
+def blockers(view: PoolView, txn: Transition) -> list[NodeView]:
+    """Nodes that must be safe before ``txn.to`` is promoted."""
+    return [
+        n
+        for n in view.nodes.values()
+        if n.name != txn.to and (n.name in txn.blocked_by or reports_producing(n))
+    ]
+
+
+def waiting_for(view: PoolView, txn: Transition, ctx: Context, now: Now) -> list[NodeView]:
+    return [n for n in blockers(view, txn) if not safe_to_leave(n, txn.epoch, ctx, now)]
+
+
+def wait_text(node: NodeView, epoch: int, ctx: Context, now: Now) -> str:
+    """Why we still wait for ``node``, in an operator's words."""
+    s = node.state
+    if s is None:
+        return f"{node.name}: no actuator state seen, cannot know it stopped forging"
+    if s.online:
+        return (
+            f"{node.name}: online, has not acknowledged relay at epoch {epoch} "
+            f"(role {s.role}, epoch {s.epoch})"
+        )
+    if s.fence_after <= 0:
+        return f"{node.name}: offline with fencing disabled (fence_after 0)"
+    at = fenced_from(node, ctx)
+    if at is not None and now.mono < at:
+        return f"{node.name}: offline, certainly fenced in {at - now.mono:.0f}s"
+    return f"{node.name}: offline and fenced, waiting for the broker to hold its relay command"

@@ -1,0 +1,364 @@
+"""The decider's I/O shell: MQTT in, the pure core, MQTT out.
+
+One MqttLink for the work: per configured pool it subscribes to ``tip/+``, ``state/+``,
+``role/+`` (its own retained commands, read back to recover, and echoed back as proof
+that the broker holds them), ``decider`` (its own retained status) and ``control``.
+Every message is decoded (invalid ones are counted by ``Rejections`` and ignored),
+fed to the core, and the actions the core returns are published: role commands
+retained and signed when ``signing_key`` is set, dry-run commands, statuses and events.
+The core is evaluated on every message and every ``tick``.
+
+Presence: a second, idle connection carries the Last Will — the first pool's
+DeciderStatus with ``online=false``. A Will is fixed when a connection is made, so
+this connection is made again whenever that status's lasting content changes (pause,
+maintenance, freeze, epoch, producer): a crash then leaves an accurate retained status
+behind instead of an old one. Other pools have no Will: their presence is judged by
+``DeciderStatus.updated_at``, republished every ``status_interval``. SIGTERM and
+SIGINT publish ``online=false`` for every pool and exit cleanly.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.rejections import Rejections
+from bpfailover.settings import BpfConfig, ConfigError
+from bpfailover.signing import KeyLoadError, SignatureError, load_signing_key, sign_command, verify_command
+from bpfailover.topics import TopicError, Topics, check_id
+from bpfailover.wire import (
+    ControlRequest,
+    DeciderStatus,
+    DecisionEvent,
+    NodeState,
+    PayloadRejected,
+    RoleCommand,
+    TipReport,
+    decode,
+)
+from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from decider.core import Decider
+from decider.invariants import check_invariants
+from decider.model import Now
+
+log = logging.getLogger("bpfailover.decider")
+
+SHUTDOWN_PUBLISH_TIMEOUT = 5.0
+
+EventListener = Callable[[DecisionEvent], None]
+
+
+def wall_and_mono() -> Now:
+    return Now(time.monotonic(), time.time())
+
+
+def _event_line(event: DecisionEvent) -> str:
+    who = f" {event.from_ or '-'}->{event.to or '-'}" if (event.from_ or event.to) else ""
+    ages = " ".join(
+        f"{name}={'-' if i.age is None else f'{i.age:.0f}s'}{'' if i.online else '(offline)'}"
+        for name, i in event.inputs.items()
+    )
+    flags = " dry-run" if event.dry_run else ""
+    answer = "" if event.ok is None else (" ok" if event.ok else " refused")
+    head = f"pool={event.pool} {event.kind}{who} epoch={event.epoch}{flags}{answer}"
+    return f"{head}: {event.reason} [ages {ages}]"
+
+
+class Presence:
+    """An idle connection whose Last Will says the decider is offline, kept up to date.
+
+    Reconnecting (to change the Will) happens on its own thread, so that a slow or
+    unreachable broker never holds up decisions; only the latest status counts.
+    """
+
+    def __init__(self, config: BpfConfig, client_id: str, topic: str) -> None:
+        self.config = config
+        self.client_id = client_id
+        self.topic = topic
+        self.link: MqttLink | None = None
+        self.key: tuple[object, ...] | None = None  # of the Will in place
+        self._wanted: DeciderStatus | None = None
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="decider-presence", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _key(status: DeciderStatus) -> tuple[object, ...]:
+        return (
+            status.epoch,
+            status.producer,
+            status.paused,
+            status.paused_until,
+            status.frozen,
+            status.dry_run,
+            tuple(sorted(status.maintenance.items())),
+        )
+
+    def update(self, status: DeciderStatus) -> None:
+        """Ask for a Will carrying ``status``; returns at once."""
+        with self._lock:
+            if self._key(status) == self.key and self._wanted is None:
+                return
+            self._wanted = status
+        self._wake.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                status, self._wanted = self._wanted, None
+            if status is None or self._stop.is_set() or self._key(status) == self.key:
+                continue
+            if self.link is not None:
+                # A clean disconnect discards the older Will. (Connecting the new link first,
+                # with the same client id, would be a takeover: the broker would publish it.)
+                self.link.stop()
+            self.link = MqttLink(self.config.mqtt, self.client_id, will=(self.topic, status.to_json()))
+            try:
+                self.link.start(attempts=1, persistent=True)
+            except LinkError as exc:
+                log.warning("presence connection failed: %s", exc)
+            self.key = self._key(status)
+            log.info(
+                "presence: Will on %s now says offline at epoch %d, producer %s, paused %s, maintenance %s",
+                self.topic,
+                status.epoch,
+                status.producer,
+                status.paused,
+                sorted(status.maintenance) or "none",
+            )
+
+    def stop(self) -> None:
+        """Disconnect cleanly: the Will is not published (the caller says offline itself)."""
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=15)
+        if self.link is not None:
+            self.link.stop()
+            self.link = None
+
+
+class DeciderService:
+    def __init__(self, config: BpfConfig, *, listeners: list[EventListener] | None = None) -> None:
+        if not config.pools:
+            raise ConfigError("no [[pools]] configured: the decider needs at least one pool with its nodes")
+        settings = config.decider
+        fence_after = config.actuator.fence_after if "actuator" in config.model_fields_set else None
+        check_invariants(settings, config.mqtt.keepalive, fence_after)
+        self.decider_id = settings.id or "decider"
+        try:
+            check_id(self.decider_id, "decider.id")
+        except TopicError as exc:
+            raise ConfigError(str(exc)) from None
+        self.signing_key = None
+        if settings.signing_key is not None:
+            try:
+                self.signing_key = load_signing_key(settings.signing_key)
+            except KeyLoadError as exc:
+                raise ConfigError(f"decider.signing_key: {exc}") from None
+        self.config = config
+        self.topics = Topics(config.mqtt.prefix)
+        self.listeners = list(listeners or [])
+        self.rejections = Rejections("decider", log)
+        self.core = Decider(
+            settings, config.pools, self.decider_id, keepalive=config.mqtt.keepalive, now=wall_and_mono()
+        )
+        subscriptions: list[str] = []
+        for pool in config.pools:
+            subscriptions += [
+                self.topics.wildcard("tip", pool.id),
+                self.topics.wildcard("state", pool.id),
+                self.topics.wildcard("role", pool.id),
+                self.topics.decider(pool.id),
+                self.topics.control(pool.id),
+            ]
+        self.link = MqttLink(
+            config.mqtt, make_client_id("decider", self.decider_id), subscriptions=subscriptions
+        )
+        self.presence = Presence(
+            config,
+            make_client_id("decider", self.decider_id, "will"),
+            self.topics.decider(config.pools[0].id),
+        )
+        self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
+
+    # --- in -----------------------------------------------------------------------------------
+
+    def handle(self, item: Incoming | LinkEvent) -> None:
+        now = wall_and_mono()
+        if isinstance(item, LinkEvent):
+            log.info("broker link %s (%s)", item.kind, item.reason)
+            actions = self.core.on_link(item.kind == "connected", now)
+        else:
+            actions = self.dispatch(item, now)
+        self.publish(actions)
+
+    def dispatch(self, item: Incoming, now: Now) -> list[Action]:
+        topic = item.topic
+        try:
+            where = self.topics.parse(topic)
+        except TopicError as exc:
+            self.rejections.reject("topic", str(exc), topic=topic)
+            return []
+        if not self.core.knows(where.pool):
+            self.rejections.reject("unknown_pool", f"pool {where.pool!r} is not configured", topic=topic)
+            return []
+        if not item.payload:
+            return []  # a retained message being cleared
+        if where.node is not None and not self.core.knows(where.pool, where.node):
+            self.rejections.reject(
+                "unknown_node", f"node {where.node!r} is not in pool {where.pool}", topic=topic
+            )
+            return []
+        pool = where.pool
+        try:
+            if where.kind == "tip":
+                report = decode(TipReport, item.payload, pool=pool, node=where.node)
+                return self.core.on_tip(pool, report, now, received_at=item.received_at, retained=item.retain)
+            if where.kind == "state":
+                return self.core.on_state(
+                    pool, decode(NodeState, item.payload, pool=pool, node=where.node), now
+                )
+            if where.kind == "role":
+                command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
+                if self.public_key is not None and command.decider == self.decider_id:
+                    verify_command(command, self.public_key)
+                return self.core.on_role(pool, command, now, retained=item.retain)
+            if where.kind == "decider":
+                status = decode(DeciderStatus, item.payload, pool=pool)
+                return self.core.on_status(pool, status, now, retained=item.retain)
+            if where.kind == "control":
+                if item.retain:
+                    self.rejections.reject(
+                        "retained_control", "control requests must not be retained (replayed)", topic=topic
+                    )
+                    return []
+                request = decode(ControlRequest, item.payload, pool=pool)
+                log.info(
+                    "pool=%s control %s request_id=%s by %s",
+                    pool,
+                    request.action,
+                    request.request_id,
+                    request.requested_by,
+                )
+                return self.core.on_control(pool, request, now)
+        except PayloadRejected as exc:
+            self.rejections.reject(exc.reason, exc.detail, topic=topic)
+        except SignatureError as exc:
+            self.rejections.reject(exc.reason, str(exc), topic=topic)
+        return []
+
+    # --- out ----------------------------------------------------------------------------------
+
+    def publish(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, PublishRole | PublishDryRun):
+                command = action.command
+                if self.signing_key is not None:
+                    command = sign_command(command, self.signing_key)
+                dry = isinstance(action, PublishDryRun)
+                topic = (self.topics.dryrun if dry else self.topics.role)(action.pool, action.node)
+                self.link.publish(topic, command.to_json(), retain=True)
+                log.info(
+                    "pool=%s node=%s epoch=%d %s%s: %s",
+                    action.pool,
+                    action.node,
+                    command.epoch,
+                    command.role,
+                    " (dry-run)" if dry else "",
+                    command.reason,
+                )
+            elif isinstance(action, PublishStatus):
+                self.link.publish(self.topics.decider(action.pool), action.status.to_json(), retain=True)
+            elif isinstance(action, PublishEvent):
+                event = action.event
+                self.link.publish(self.topics.events(action.pool), event.to_json())
+                level = (
+                    logging.INFO if event.kind in ("control", "promoted", "recovered") else logging.WARNING
+                )
+                log.log(level, "%s", _event_line(event))
+                for listener in self.listeners:
+                    try:
+                        listener(event)
+                    except Exception:
+                        log.exception("event listener failed (ignored)")
+        if actions:
+            self._refresh_presence()
+
+    def _refresh_presence(self) -> None:
+        will = self.core.will(wall_and_mono())
+        if will is not None:
+            self.presence.update(will.status)
+
+    def tick(self) -> None:
+        self.publish(self.core.tick(wall_and_mono()))
+
+    # --- life ---------------------------------------------------------------------------------
+
+    def serve(self, stop: threading.Event) -> int:
+        try:
+            self.link.start(persistent=True)
+        except BrokerRefused as exc:
+            log.error("%s", exc)
+            return 1
+        pools = ", ".join(p.id for p in self.config.pools)
+        settings = self.config.decider
+        log.info(
+            "decider %s serving %s (stale_after %gs, startup_grace %gs%s)",
+            self.decider_id,
+            pools,
+            settings.stale_after,
+            settings.startup_grace,
+            ", dry-run" if settings.dry_run else "",
+        )
+        try:
+            self.link.serve(self.handle, stop, tick=settings.tick, on_tick=self.tick)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        deliveries = []
+        actions = self.core.shutdown(wall_and_mono()) if self.link.connected.is_set() else []
+        for action in actions:
+            if isinstance(action, PublishStatus):
+                topic = self.topics.decider(action.pool)
+                deliveries.append(self.link.publish(topic, action.status.to_json(), retain=True))
+        deadline = time.monotonic() + SHUTDOWN_PUBLISH_TIMEOUT
+        for delivery in deliveries:
+            try:
+                delivery.wait(max(0.0, deadline - time.monotonic()))
+            except LinkError as exc:
+                log.warning("could not publish the offline status: %s", exc)
+                break
+        self.presence.stop()
+        self.link.stop()
+        log.info("decider %s stopped", self.decider_id)
+
+
+def run(config: BpfConfig, *, stop: threading.Event | None = None) -> int:
+    """``bpfailover decider``: serve until SIGTERM/SIGINT (or ``stop``); the exit code."""
+    service = DeciderService(config)
+    stop = stop if stop is not None else threading.Event()
+    previous: dict[int, object] = {}
+    if threading.current_thread() is threading.main_thread():
+
+        def on_signal(signum: int, _frame: FrameType | None) -> None:
+            log.info("signal %s: stopping", signal.Signals(signum).name)
+            stop.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        return service.serve(stop)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]

@@ -1,0 +1,129 @@
+"""Restarts: the decider rebuilds each pool from what the broker retained, and never repeats a change."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.decider.sim import Sim
+
+
+def _epochs(sim: Sim) -> list[tuple[str, str, int]]:
+    return [(c.node, c.role, c.epoch) for _, c in sim.roles]
+
+
+def test_a_plain_restart_changes_nothing() -> None:
+    sim = Sim()
+    sim.bootstrapped()
+    before = _epochs(sim)
+    sim.restart_decider()
+    sim.run(120)
+    assert _epochs(sim) == before
+    assert sim.statuses[-1].producer == "bp1" and sim.statuses[-1].epoch == 1
+    assert "recovered" in sim.kinds()
+
+
+@pytest.mark.parametrize("lose_status", [False, True])
+def test_crash_while_waiting_for_the_demotion_finishes_the_same_change(lose_status: bool) -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    sim.actuators["bp1"].auto = False
+    sim.publishers["bp1"].chain = "dead"
+    sim.run(80)
+    assert _epochs(sim)[-2:] == [("bp1", "relay", 2), ("bp3", "relay", 2)]
+    # The Will of a first pool may have replaced the status: the roles alone must do.
+    sim.restart_decider(lose_status=lose_status)
+    sim.run(30)
+    assert sim.producer() == "bp1", "still waiting for bp1"
+    sim.process("bp1")
+    sim.run(2)
+    assert sim.producer() == "bp2"
+    producers = [(c.node, c.epoch) for c in sim.producer_commands()]
+    assert producers == [("bp1", 1), ("bp2", 2)], "finished at epoch 2, not a new change"
+    assert max(c.epoch for _, c in sim.roles) == 2
+    assert sim.overlaps == []
+
+
+def test_crash_after_the_promotion_was_sent_waits_for_it_without_repeating() -> None:
+    sim = Sim()
+    sim.bootstrapped()
+    sim.actuators["bp2"].auto = False  # the target is slow to apply
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(100, until=lambda: sim.producer() == "bp2")
+    sent = len(sim.roles)
+    sim.restart_decider()
+    sim.run(12)
+    recovered = [e for e in sim.events if e.kind == "recovered"][-1]
+    assert recovered.reason == "resuming failover at epoch 2: waiting for bp2 to apply producer"
+    assert sim.statuses[-1].transition is not None and sim.statuses[-1].transition.phase == "promote"
+    sim.process("bp2")
+    sim.run(2)
+    assert len(sim.roles) == sent, "nothing published again"
+    assert sim.statuses[-1].producer == "bp2" and sim.statuses[-1].transition is None
+    assert [e.kind for e in sim.events].count("promoted") == 2  # bootstrap, then the resumed failover
+
+
+def test_crash_during_demotion_publishing_completes_the_missing_demotions() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    sim.actuators["bp1"].auto = False
+    sim.publishers["bp1"].chain = "dead"
+    sim.run(80)
+    # As if the crash came between the two demotions: bp3's relay@2 never reached the broker.
+    sim.retained[("role", "bp3")] = next(c for _, c in sim.roles if c.node == "bp3" and c.epoch == 1)
+    sim.restart_decider(lose_status=True)
+    sim.process("bp1")
+    sim.run(15)
+    assert sim.producer() == "bp2"
+    assert sim.actuators["bp3"].epoch == 2 and sim.actuators["bp3"].role == "relay"
+    assert [(c.node, c.epoch) for c in sim.producer_commands()] == [("bp1", 1), ("bp2", 2)]
+
+
+def test_a_broker_that_lost_its_retained_roles_takes_the_epoch_from_the_actuators() -> None:
+    sim = Sim()
+    sim.start(producer="bp2", epoch=7)  # the nodes remember: bp2 producer at epoch 7
+    sim.lose_retained_roles()
+    sim.run(30)
+    assert sim.producer() == "bp2", "the producer stays; no bootstrap to bp1"
+    assert _epochs(sim) == [("bp1", "relay", 8), ("bp2", "producer", 8)]
+    assert sim.actuators["bp2"].role == "producer" and sim.actuators["bp2"].epoch == 8
+    assert sim.overlaps == []
+
+
+def test_lost_roles_and_a_fenced_producer_bring_it_back() -> None:
+    sim = Sim()
+    sim.start(producer="bp2", epoch=3)
+    # bp2 fenced itself during the broker outage; the broker came back empty.
+    bp2 = sim.actuators["bp2"]
+    bp2.role, bp2.fenced = "relay", True
+    sim.publish_state("bp2")
+    sim.run(30)
+    assert sim.producer() == "bp2"
+    assert bp2.role == "producer" and bp2.epoch == 4
+
+
+def test_pause_and_maintenance_survive_a_restart() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    assert sim.control("maintenance", "m", node="bp2").ok
+    assert sim.control("pause", "p").ok
+    sim.restart_decider()
+    sim.run(15)
+    status = sim.statuses[-1]
+    assert status.paused and status.maintenance == {"bp2": None}
+    sim.publishers["bp1"].chain = "dead"
+    sim.run(100)
+    assert sim.producer() == "bp1"
+    assert sim.control("resume", "r").ok
+    assert sim.producer() == "bp3"
+
+
+def test_nothing_is_decided_before_startup_grace_after_a_restart() -> None:
+    sim = Sim(startup_grace=10.0)
+    sim.bootstrapped()
+    sim.drop_decider()  # down (crashed) while the producer dies
+    sim.publishers["bp1"].chain = "dead"
+    sim.run(100)
+    sim.restart_decider()
+    restarted = sim.clock.mono
+    sim.run(30)
+    assert sim.promoted_at("bp2") == restarted + 10.0
