@@ -12,6 +12,7 @@ is reported, never swallowed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import random
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.reasoncodes import ReasonCode
 from tenacity import (
     RetryError,
@@ -373,16 +373,12 @@ class MqttLink:
             self._started = False
 
     def abort(self) -> None:
-        """Drop the connection as a crash would, so the broker publishes the Last Will."""
-        if self.settings.protocol == "5":
-            self._client.disconnect(
-                reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message")
-            )
-        else:
-            sock = self._client.socket()
-            if sock is not None:
+        """Drop the connection as a crash would (no DISCONNECT), so the broker sends the Last Will."""
+        self._client.loop_stop()  # first, so that paho cannot reconnect behind our back
+        sock = self._client.socket()
+        if sock is not None:
+            with contextlib.suppress(OSError):
                 sock.close()
-        self._client.loop_stop()
         self.connected.clear()
         self._started = False
 

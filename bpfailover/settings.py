@@ -146,6 +146,11 @@ class DeciderSettings(Section):
     failback: bool = False
     dry_run: bool = False
     signing_key: Path | None = None
+    metrics_port: int = Field(default=0, ge=0, le=65535)  # 0 = no /metrics endpoint
+    metrics_address: str = "127.0.0.1"
+    webhook_url: str | None = None
+    webhook_format: Literal["json", "slack"] = "json"
+    kes_alert_periods: int = Field(default=5, ge=0)
 
 
 class PoolNode(Section):

@@ -88,8 +88,8 @@ class Decider:
         return self._evaluate(pool, now)
 
     def on_state(self, pool: str, state: NodeState, now: Now) -> list[Action]:
-        self.pools[pool].on_state(state, now)
-        return self._evaluate(pool, now)
+        actions = self.pools[pool].on_state(state, now)
+        return actions + self._evaluate(pool, now)
 
     def on_role(self, pool: str, command: RoleCommand, now: Now, *, retained: bool) -> list[Action]:
         actions = self.pools[pool].on_role(command, retained, now)

@@ -49,13 +49,24 @@ class PoolMachine:
             node.skew = received_at - report.sent_at
         return True
 
-    def on_state(self, state: NodeState, now: Now) -> None:
+    def on_state(self, state: NodeState, now: Now) -> list[Action]:
         node = self.view.nodes[state.node]
         if state.online:
             node.offline_since = None
         elif node.offline_since is None:
             node.offline_since = now.mono
+        newly_fenced = state.fenced and (node.state is None or not node.state.fenced)
         node.state = state
+        if newly_fenced and self.view.recovered:
+            out = Outbox(self.view, self.ctx, now)
+            out.event(
+                "fenced",
+                f"{state.node} demoted itself after losing the broker for {state.fence_after:g}s "
+                f"(epoch {state.epoch})",
+                to=state.node,
+            )
+            return out.actions
+        return []
 
     def on_role(self, command: RoleCommand, retained: bool, now: Now) -> list[Action]:
         """A role command read back: a retained one at start, or our own echo (delivery proof)."""

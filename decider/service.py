@@ -42,8 +42,11 @@ from bpfailover.wire import (
     decode,
 )
 from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from decider.alerts import KesWatch
+from decider.alerts import from_settings as alerts_from_settings
 from decider.core import Decider
 from decider.invariants import check_invariants
+from decider.metrics import DeciderMetrics
 from decider.model import Now
 
 log = logging.getLogger("bpfailover.decider")
@@ -51,6 +54,9 @@ log = logging.getLogger("bpfailover.decider")
 SHUTDOWN_PUBLISH_TIMEOUT = 5.0
 
 EventListener = Callable[[DecisionEvent], None]
+
+
+METRICS_REFRESH = 2.0  # seconds between refreshes of the per-node gauges
 
 
 def wall_and_mono() -> Now:
@@ -147,6 +153,9 @@ class Presence:
 
 
 class DeciderService:
+    metrics_served = False
+    _metrics_due = 0.0
+
     def __init__(self, config: BpfConfig, *, listeners: list[EventListener] | None = None) -> None:
         if not config.pools:
             raise ConfigError("no [[pools]] configured: the decider needs at least one pool with its nodes")
@@ -189,6 +198,12 @@ class DeciderService:
             self.topics.decider(config.pools[0].id),
         )
         self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
+        self.metrics = DeciderMetrics()
+        self.listeners.append(self.metrics.observe_event)
+        self.kes_watch = KesWatch(settings.kes_alert_periods)
+        self.alerts = alerts_from_settings(settings.webhook_url, format=settings.webhook_format)
+        if self.alerts is not None:
+            self.listeners.append(self.alerts.submit)
 
     # --- in -----------------------------------------------------------------------------------
 
@@ -222,14 +237,20 @@ class DeciderService:
         try:
             if where.kind == "tip":
                 report = decode(TipReport, item.payload, pool=pool, node=where.node)
-                return self.core.on_tip(pool, report, now, received_at=item.received_at, retained=item.retain)
+                kes = self.kes_watch.observe(pool, report.node, report.kes_periods_left, now.wall)
+                extra: list[Action] = [PublishEvent(pool, kes)] if kes is not None else []
+                return extra + self.core.on_tip(
+                    pool, report, now, received_at=item.received_at, retained=item.retain
+                )
             if where.kind == "state":
                 return self.core.on_state(
                     pool, decode(NodeState, item.payload, pool=pool, node=where.node), now
                 )
             if where.kind == "role":
                 command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
-                if self.public_key is not None and command.decider == self.decider_id:
+                # Every command on a role topic must carry our key's signature, whichever
+                # decider id it names: an unsigned or forged one must not steer the pool.
+                if self.public_key is not None:
                     verify_command(command, self.public_key)
                 return self.core.on_role(pool, command, now, retained=item.retain)
             if where.kind == "decider":
@@ -300,6 +321,13 @@ class DeciderService:
 
     def tick(self) -> None:
         self.publish(self.core.tick(wall_and_mono()))
+        now = wall_and_mono()
+        if self.metrics_served and now.mono >= self._metrics_due:
+            # Gauges are scraped every 15 s or so; refreshing them every tick would cost a
+            # pass over every node of every pool per tick.
+            self._metrics_due = now.mono + METRICS_REFRESH
+            for pool in self.config.pools:
+                self.metrics.observe_view(self.core.view(pool.id), self.core.ctx, now)
 
     # --- life ---------------------------------------------------------------------------------
 
@@ -311,6 +339,17 @@ class DeciderService:
             return 1
         pools = ", ".join(p.id for p in self.config.pools)
         settings = self.config.decider
+        if settings.metrics_port:
+            try:
+                port = self.metrics.serve(settings.metrics_port, settings.metrics_address)
+            except OSError as exc:
+                log.error(
+                    "cannot serve metrics on %s:%s: %s", settings.metrics_address, settings.metrics_port, exc
+                )
+                self.link.stop()
+                return 1
+            self.metrics_served = True
+            log.info("metrics on http://%s:%d/metrics", settings.metrics_address, port)
         log.info(
             "decider %s serving %s (stale_after %gs, startup_grace %gs%s)",
             self.decider_id,
@@ -341,6 +380,9 @@ class DeciderService:
                 break
         self.presence.stop()
         self.link.stop()
+        self.metrics.close()
+        if self.alerts is not None:
+            self.alerts.stop()
         log.info("decider %s stopped", self.decider_id)
 
 

@@ -259,3 +259,21 @@ def test_retained_role_survives_broker_restart_and_link_resubscribes(broker_fact
         seen.close()
         node.stop()
         decider.stop()
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_abort_makes_the_broker_publish_the_last_will(broker, links, protocol: str) -> None:  # type: ignore[no-untyped-def]
+    topic = Topics(broker.prefix).state(broker.pool, "bp2")
+    watcher = connect(broker, links, "operator", subscriptions=[topic])
+    seen = Collector(watcher)
+    try:
+        assert watcher.subscribed.wait(5)
+        settings = broker.mqtt_settings("bp2").model_copy(update={"protocol": protocol})
+        node = MqttLink(settings, f"test-will-{protocol}", will=(topic, b"offline-" + protocol.encode()))
+        node.start(attempts=1)
+        node.publish_wait(topic, b"online", retain=True, timeout=5)
+        node.abort()
+        wait_for(lambda: b"offline-" + protocol.encode() in seen.payloads(topic), 10, "the Last Will")
+    finally:
+        seen.close()
+        broker.publish(topic, b"", retain=True)

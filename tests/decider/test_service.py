@@ -16,12 +16,13 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.settings import BpfConfig, DeciderSettings, load_config
-from bpfailover.signing import load_verify_key, verify_command
+from bpfailover.signing import SignatureError, load_verify_key, verify_command
 from bpfailover.topics import Topics
 from bpfailover.wire import (
     ControlRequest,
@@ -54,8 +55,11 @@ TIP_EVERY = 0.2
 class FakeNode:
     """A node's publisher and actuator in one: tips every TIP_EVERY s, roles applied at once."""
 
-    def __init__(self, broker: BrokerHandle, name: str, *, fence_after: float = 3.0) -> None:
+    def __init__(
+        self, broker: BrokerHandle, name: str, *, fence_after: float = 3.0, verify: bool = False
+    ) -> None:
         self.name = name
+        self.key = load_verify_key(broker.bundle / "keys" / "command-signing.pub") if verify else None
         self.pool = broker.pool
         self.topics = Topics(broker.prefix)
         self.fence_after = fence_after
@@ -117,6 +121,11 @@ class FakeNode:
             item = self.link.get(timeout=0.05)
             if isinstance(item, Incoming) and item.payload:
                 cmd = decode(RoleCommand, item.payload, pool=self.pool, node=self.name)
+                if self.key is not None:
+                    try:
+                        verify_command(cmd, self.key)
+                    except SignatureError:
+                        continue
                 self.received.append(cmd)
                 if cmd.epoch > self.epoch:  # the actuator's epoch rule, enough for these tests
                     self.role, self.epoch = cmd.role, cmd.epoch
@@ -189,7 +198,7 @@ def observer(clean: BrokerHandle) -> Iterator[Observer]:
 def nodes(clean: BrokerHandle) -> Iterator[Callable[..., FakeNode]]:
     made: list[FakeNode] = []
 
-    def make(name: str, **kw: float) -> FakeNode:
+    def make(name: str, **kw: Any) -> FakeNode:
         node = FakeNode(clean, name, **kw).start()
         made.append(node)
         return node
@@ -431,3 +440,85 @@ def test_sigterm_exits_cleanly_saying_offline(
         if process.poll() is None:
             process.kill()
             process.wait(5)
+
+
+def test_forged_and_unsigned_role_commands_do_not_steer_the_decider(
+    clean: BrokerHandle,
+    start_decider: Callable[..., Running],
+    nodes: Callable[..., FakeNode],
+) -> None:
+    from bpfailover.signing import generate_key, sign_command
+
+    topics = Topics(clean.prefix)
+    forged = RoleCommand(
+        pool=clean.pool, node="bp2", role="producer", epoch=10000, issued_at=time.time(), decider="intruder"
+    )
+    # Sent before the decider starts, so it finds them retained while it recovers.
+    clean.publish(topics.role(clean.pool, "bp2"), forged.to_json(), retain=True)
+    clean.publish(
+        topics.role(clean.pool, "bp3"),
+        sign_command(forged.model_copy(update={"node": "bp3"}), generate_key()).to_json(),
+        retain=True,
+    )
+    bp1, bp2 = nodes("bp1", verify=True), nodes("bp2", verify=True)
+    running = start_decider()
+    wait_for(lambda: bp1.role == "producer", 10, "bp1 bootstrapped as producer despite the forgeries")
+    assert bp2.role == "relay"
+    assert bp1.epoch == 1, "the forged epoch 10000 was not adopted"
+    assert running.service.rejections.counts["unsigned"] >= 1
+    assert running.service.rejections.counts["bad_signature"] >= 1
+    assert running.service.core.view(clean.pool).known_epoch() == 1
+
+
+def test_metrics_endpoint_and_webhook_report_a_failover(
+    clean: BrokerHandle,
+    start_decider: Callable[..., Running],
+    nodes: Callable[..., FakeNode],
+) -> None:
+    import json
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    received: list[dict[str, object]] = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *_args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    from tests.brokers import free_port
+
+    port = free_port()
+    try:
+        bp1, bp2 = nodes("bp1"), nodes("bp2")
+        start_decider(metrics_port=port, webhook_url=f"http://127.0.0.1:{server.server_port}/hook")
+        wait_for(lambda: bp1.role == "producer", 10, "bp1 bootstrapped as producer")
+        bp1.stall()
+        wait_for(lambda: bp2.role == "producer", 15, "failover to bp2")
+        hook = wait_for(
+            lambda: next((e for e in received if e["kind"] == "failover"), None), 10, "webhook POST"
+        )
+        assert (hook["from"], hook["to"], hook["epoch"]) == ("bp1", "bp2", 2)
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                return answer.read().decode()
+
+        def scraped_bp2() -> str | None:
+            text = scrape()
+            return text if 'node="bp2"' in text and "failover" in text else None
+
+        text = wait_for(scraped_bp2, 10, "metrics naming bp2")
+        assert "bpfailover_" in text
+        assert any(
+            line.startswith("bpfailover_") and "epoch" in line and line.endswith(" 2.0")
+            for line in text.splitlines()
+        ), "the epoch gauge reads 2"
+    finally:
+        server.shutdown()
