@@ -76,6 +76,7 @@ class ActuatorService:
             make_client_id("actuator", self.pool, self.node),
             subscriptions=[self.role_topic],
             will=(self.state_topic, self.node_state(online=False).to_json()),
+            track_contact=True,  # fencing measures silence from the last PINGRESP too
         )
         self._stopping = threading.Event()
         self._link_started = False
@@ -111,7 +112,7 @@ class ActuatorService:
         if not self.link.connected.is_set():
             return
         state = self.node_state(online=True)
-        self.link.publish(self.state_topic, state.to_json(), retain=True)
+        self.link.publish(self.state_topic, state.to_json(), retain=True, latest=True)
         log.debug("reported %s", state.model_dump_json())
 
     # --- the loop ---------------------------------------------------------------------------

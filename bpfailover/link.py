@@ -121,6 +121,7 @@ class MqttLink:
         will: tuple[str, bytes] | None = None,
         on_connect: Callable[[], None] | None = None,
         inbox: queue.Queue[Incoming | LinkEvent] | None = None,
+        track_contact: bool = False,
     ) -> None:
         self.settings = settings
         self.client_id = settings.client_id or client_id
@@ -139,6 +140,8 @@ class MqttLink:
         self._lock = threading.Lock()
         self._first_connack = threading.Event()
         self._started = False
+        self._latest_mids: set[int] = set()
+        self._track_contact = track_contact
         self._client = self._build_client(will)
 
     # --- set-up -----------------------------------------------------------------------------
@@ -187,7 +190,9 @@ class MqttLink:
         client.on_message = self._guard(self._handle_message)
         client.on_publish = self._guard(self._handle_publish)
         client.on_subscribe = self._guard(self._handle_subscribe)
-        client.on_log = self._guard(self._handle_log)
+        if self._track_contact:
+            # Only to see PINGRESPs (last_contact_mono); it makes paho format a line per packet.
+            client.on_log = self._guard(self._handle_log)
         return client
 
     def set_will(self, topic: str, payload: bytes) -> None:
@@ -218,6 +223,7 @@ class MqttLink:
             return
         self.refused = None
         self.last_contact_mono = time.monotonic()
+        self._drop_superseded(client)
         self._subscribe(list(self.subscriptions))
         self.connected.set()
         self._first_connack.set()
@@ -256,6 +262,7 @@ class MqttLink:
         self.last_contact_mono = time.monotonic()
         refused = _reason_text(reason) if _is_failure(reason) else None
         with self._lock:
+            self._latest_mids.discard(mid)
             delivery = self._deliveries.pop(mid, None)
             if delivery is None:
                 self._early[mid] = refused
@@ -264,6 +271,34 @@ class MqttLink:
         if refused:
             log.error("broker refused publish to %s: %s", delivery.topic, refused)
         delivery.done.set()
+
+    def _drop_superseded(self, client: paho.Client) -> None:
+        """Forget unacknowledged ``latest`` publishes before paho resends them after a reconnect.
+
+        paho resends every unacknowledged QoS-1 message on reconnect. For a retained
+        "latest value" (a tip, a node state) that would briefly put an outdated value back
+        on the broker; the service publishes a fresh one on connect instead. This runs in
+        on_connect, which paho calls before its resend loop.
+        """
+        with self._lock:
+            if not self._latest_mids:
+                return
+            latest = set(self._latest_mids)
+        dropped: list[int] = []
+        with client._out_message_mutex:  # paho has no public API for this
+            for mid in list(client._out_messages):
+                if mid in latest:
+                    del client._out_messages[mid]
+                    dropped.append(mid)
+        with self._lock:
+            for mid in dropped:
+                self._latest_mids.discard(mid)
+                delivery = self._deliveries.pop(mid, None)
+                if delivery is not None:
+                    delivery.refused = "superseded: not resent after reconnect"
+                    delivery.done.set()
+        if dropped:
+            log.debug("dropped %d outdated unacknowledged publishes after reconnect", len(dropped))
 
     def _subscribe(self, topics: list[str]) -> None:
         """Send one SUBSCRIBE for ``topics``; ``subscribed`` is set once every SUBACK is in."""
@@ -391,14 +426,20 @@ class MqttLink:
         if self.connected.is_set():
             self._subscribe([topic])
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Delivery:
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False, latest: bool = False) -> Delivery:
         """Publish at QoS 1; the returned Delivery completes on the broker's PUBACK.
 
-        While disconnected paho queues the message and sends it after reconnecting;
-        services that only want the latest value should check ``connected`` first.
+        While disconnected paho queues the message and sends it after reconnecting.
+        ``latest`` marks a value that a newer one replaces (a tip, a node state): if it is
+        still unacknowledged when the connection drops, it is not resent on reconnect, and
+        its Delivery ends as refused ("superseded"). Services that only want the latest
+        value should also check ``connected`` before publishing.
         """
         info = self._client.publish(topic, payload, qos=1, retain=retain)
         delivery = Delivery(topic, info.mid)
+        if latest:
+            with self._lock:
+                self._latest_mids.add(info.mid)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
             delivery.refused = paho.error_string(info.rc)
             delivery.done.set()

@@ -85,7 +85,7 @@ class Publisher:
 
     def publish(self, report: TipReport) -> None:
         try:
-            self.link.publish(self.topic, report.to_json(), retain=True)
+            self.link.publish(self.topic, report.to_json(), retain=True, latest=True)
         except Exception as exc:
             if not self._publish_failed:
                 log.error("cannot publish tip report on %s: %s", self.topic, exc)

@@ -277,3 +277,27 @@ def test_abort_makes_the_broker_publish_the_last_will(broker, links, protocol: s
     finally:
         seen.close()
         broker.publish(topic, b"", retain=True)
+
+
+def test_outdated_latest_values_are_not_resent_after_reconnect(broker_factory) -> None:  # type: ignore[no-untyped-def]
+    b = broker_factory(pool="lv", nodes=["n1"])
+    topics = Topics(b.prefix)
+    state, tip = topics.state(b.pool, "n1"), topics.tip(b.pool, "n1")
+    node = MqttLink(b.mqtt_settings("n1", keepalive=5), "test-latest-n1")
+    node.start(attempts=1)
+    try:
+        b.stop()
+        wait_for(lambda: not node.connected.is_set(), 15, "the link to notice the broker is gone")
+        # Both stay unacknowledged across the outage; only the ordinary one may be resent.
+        outdated = node.publish(state, b"outdated-state", retain=True, latest=True)
+        kept = node.publish(tip, b"ordinary", retain=True)
+        b.start()
+        wait_for(lambda: node.connected.is_set(), 30, "the link to reconnect")
+        kept.wait(10)
+        with pytest.raises(PublishError, match="superseded"):
+            outdated.wait(5)
+        retained = b.retained(f"{b.prefix}/{b.pool}/#")
+        assert retained.get(tip) == b"ordinary"
+        assert state not in retained
+    finally:
+        node.stop()
