@@ -75,10 +75,20 @@ def _cmd_decider(args: argparse.Namespace) -> int:
 
 
 def _cmd_config_check(args: argparse.Namespace) -> int:
-    from bpfailover.config_check import render
+    import json
+
+    from bpfailover.config_check import problems, render
 
     config = _config(args)
-    print(render(config, Path(args.config), as_json=args.json))
+    path = Path(args.config)
+    found = problems(config, path)
+    if found:
+        if args.json:
+            print(json.dumps({"file": str(path), "valid": False, "errors": found}, indent=2))
+        for problem in found:
+            print(f"bpfailover: error: {path}: {problem}", file=sys.stderr)
+        return 2
+    print(render(config, path, as_json=args.json))
     return 0
 
 
@@ -100,12 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="Automatic, split-brain-safe failover for Cardano block producers over MQTT.",
     )
     parser.add_argument("--version", action="version", version=f"bpfailover {__version__}")
+    levels = ["debug", "info", "warning", "error"]
     parser.add_argument(
         "--log-level",
         default=os.environ.get("BPF_LOG_LEVEL", "info"),
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity (default: info, or BPF_LOG_LEVEL)",
+        choices=levels,
+        help="log verbosity (default: info, or BPF_LOG_LEVEL); also accepted after the subcommand",
     )
+    # The same option after the subcommand; SUPPRESS keeps it from overriding the one before.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--log-level", choices=levels, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -120,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     def add(
         name: str, handler: Callable[[argparse.Namespace], int], help_: str, config: bool = True
     ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
+        p = sub.add_parser(name, help=help_, description=help_, parents=[common])
         if config:
             with_config(p)
         p.set_defaults(handler=handler)
@@ -176,7 +190,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     cfg = sub.add_parser("config", help="configuration tools")
     cfg_sub = cfg.add_subparsers(dest="config_command", metavar="ACTION", required=True)
-    p = with_config(cfg_sub.add_parser("check", help="validate a file and print the effective configuration"))
+    p = with_config(
+        cfg_sub.add_parser(
+            "check", help="validate a file and print the effective configuration", parents=[common]
+        )
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(handler=_cmd_config_check)
     return parser

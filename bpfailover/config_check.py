@@ -25,25 +25,96 @@ def effective(config: BpfConfig) -> dict[str, Any]:
     return _masked(data)
 
 
-def warnings(config: BpfConfig) -> list[str]:
+def _roles(path: Path) -> set[str]:
+    """Which components this file configures: "node", "decider" and/or "operator"."""
+    sections = set(read_toml(path)) | {
+        k.upper().removeprefix("BPF_").split("__")[0].lower() for k in environment_overrides()
+    }
+    roles: set[str] = set()
+    if sections & {"node", "publisher", "actuator"}:
+        roles.add("node")
+    if "decider" in sections or ("pools" in sections and "pool" not in sections):
+        roles.add("decider")
+    if "pools" in sections and "pool" in sections and "node" not in sections:
+        roles.add("operator")
+    return roles
+
+
+def problems(config: BpfConfig, path: Path) -> list[str]:
+    """What would stop the services this file configures from starting, one line each.
+
+    It runs the same checks the services run at start-up, so a file that passes here does
+    not fail there (keys load, method and source settings are complete, timings hold).
+    """
+    from bpfailover.settings import ConfigError
+    from bpfailover.signing import KeyLoadError, load_signing_key, load_verify_key
+
+    roles = _roles(path)
+    out: list[str] = []
+    for key in ("ca_file", "cert_file", "key_file", "password_file"):
+        value = getattr(config.mqtt, key)
+        if value is not None and not Path(value).is_file():
+            out.append(f"mqtt.{key}: {value} does not exist")
+    if "node" in roles:
+        try:
+            config.require_pool_id()
+            config.require_node_name()
+        except ConfigError as exc:
+            out.append(str(exc))
+        if config.actuator.verify_key:
+            try:
+                load_verify_key(config.actuator.verify_key)
+            except KeyLoadError as exc:
+                out.append(f"actuator.verify_key: {exc}")
+        try:
+            from actuator.methods import build_method
+
+            build_method(config.actuator).check()
+        except ConfigError as exc:
+            out.append(str(exc))
+        try:
+            from publisher.chain import chain_for
+            from publisher.sources import make_source
+
+            make_source(config.publisher, chain_for(config.publisher), pool=config.pool.id or "x",
+                        node=config.node.name or "x")
+        except ConfigError as exc:
+            out.append(str(exc))
+    if "decider" in roles:
+        if not config.pools:
+            out.append("no [[pools]] configured: the decider needs at least one pool with its nodes")
+        if config.decider.signing_key is not None:
+            try:
+                load_signing_key(config.decider.signing_key)
+            except KeyLoadError as exc:
+                out.append(f"decider.signing_key: {exc}")
+        try:
+            from decider.invariants import check_invariants
+
+            check_invariants(config.decider, config.mqtt.keepalive)
+        except ConfigError as exc:
+            out.append(str(exc))
+    return out
+
+
+def warnings(config: BpfConfig, path: Path) -> list[str]:
     """Things that are valid but that an operator should know about."""
+    roles = _roles(path)
     out: list[str] = []
     if not config.mqtt.tls:
         out.append("mqtt.tls is false: passwords and role commands travel in plaintext")
     if config.mqtt.tls and config.mqtt.ca_file is None:
         out.append("mqtt.ca_file is not set: the system's CA store is used (fine for cloud brokers)")
-    if config.node.name and config.publisher.source == "simulate":
+    if "node" in roles and config.publisher.source == "simulate":
         out.append("publisher.source is 'simulate': a synthetic chain, for demos and tests only")
-    if config.node.name and config.actuator.fence_after == 0:
+    if "node" in roles and config.actuator.fence_after == 0:
         out.append("actuator.fence_after is 0: self-fencing is disabled, no split-brain guarantee")
-    if config.node.name and config.actuator.verify_key is None:
+    if "node" in roles and config.actuator.verify_key is None:
         out.append("actuator.verify_key is not set: role commands are not signature-checked")
-    if config.pools and config.decider.signing_key is None:
+    if "decider" in roles and config.decider.signing_key is None:
         out.append("decider.signing_key is not set: role commands are sent unsigned")
-    for path_key in ("ca_file", "cert_file", "key_file", "password_file"):
-        path = getattr(config.mqtt, path_key)
-        if path is not None and not Path(path).is_file():
-            out.append(f"mqtt.{path_key}: {path} does not exist")
+    if "decider" in roles and len(config.pools) == 1 and len(config.pools[0].nodes) < 2:
+        out.append(f"pool {config.pools[0].id} has one node: there is nothing to fail over to")
     return out
 
 
@@ -61,7 +132,7 @@ def render(config: BpfConfig, path: Path, *, as_json: bool = False) -> str:
         k.upper().removeprefix("BPF_").split("__")[0].lower() for k in environment_overrides()
     }
     data = {k: v for k, v in effective(config).items() if k in sections or k in ("mqtt",)}
-    notes = warnings(config)
+    notes = warnings(config, path)
     if as_json:
         return json.dumps({"file": str(path), "valid": True, "config": data, "warnings": notes}, indent=2)
     lines = [f"{path}: valid"]

@@ -141,6 +141,7 @@ class MqttLink:
         self._first_connack = threading.Event()
         self._started = False
         self._latest_mids: set[int] = set()
+        self._stopping = False
         self._track_contact = track_contact
         self._client = self._build_client(will)
 
@@ -184,7 +185,7 @@ class MqttLink:
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
         # Jitter so that a fleet of nodes does not reconnect in lockstep after a broker restart.
-        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=30)  # type: ignore[arg-type]
+        client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=10)  # type: ignore[arg-type]
         client.on_connect = self._guard(self._handle_connect)
         client.on_disconnect = self._guard(self._handle_disconnect)
         client.on_message = self._guard(self._handle_message)
@@ -242,7 +243,9 @@ class MqttLink:
         with self._lock:
             pending = list(self._deliveries.values())
         if was:
-            log.warning(
+            # A disconnect we asked for is routine; anything else is worth a warning.
+            log.log(
+                logging.INFO if self._stopping else logging.WARNING,
                 "disconnected from %s:%s: %s (%d publishes pending)",
                 self.settings.host,
                 self.settings.port,
@@ -400,12 +403,14 @@ class MqttLink:
 
     def stop(self) -> None:
         """Disconnect cleanly (no Last Will) and stop the network thread."""
+        self._stopping = True
         try:
             self._client.disconnect()
         finally:
             self._client.loop_stop()
             self.connected.clear()
             self._started = False
+            self._stopping = False
 
     def abort(self) -> None:
         """Drop the connection as a crash would (no DISCONNECT), so the broker sends the Last Will."""

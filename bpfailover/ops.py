@@ -25,7 +25,7 @@ from bpfailover import status as st
 from bpfailover.durations import parse_duration
 from bpfailover.link import Incoming, LinkError, MqttLink, PublishError, make_client_id
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.topics import Topics
+from bpfailover.topics import TopicError, Topics, check_id
 from bpfailover.wire import ControlRequest, DeciderStatus, DecisionEvent, PayloadRejected, decode
 
 EXIT_REFUSED = 1
@@ -51,6 +51,8 @@ def configured_pools(config: BpfConfig) -> list[str]:
 def select_pool(config: BpfConfig, wanted: str | None) -> str:
     pools = configured_pools(config)
     if wanted:
+        if pools and wanted not in pools:
+            raise ConfigError(f"--pool {wanted}: not in this configuration (pools: {', '.join(pools)})")
         return wanted
     if config.pool.id:
         return config.pool.id
@@ -98,6 +100,12 @@ def build_request(args: argparse.Namespace, pool: str, now: float) -> ControlReq
             raise ConfigError(f"--until: {exc}") from None
     fields: dict[str, object] = {}
     action = args.command
+    for flag, name in (("--to", getattr(args, "to", None)), ("NODE", getattr(args, "node", None))):
+        if name is not None:
+            try:
+                check_id(name, "node name")
+            except TopicError as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
     if action in ("switchover", "failover"):
         fields["to"] = args.to
         fields["force"] = bool(getattr(args, "force", False))
@@ -146,8 +154,10 @@ def _exchange(link: MqttLink, topics: Topics, pool: str, request: ControlRequest
     # Wait for the broker's SUBACK before asking: brokers that apply subscriptions
     # asynchronously (AWS IoT) could otherwise miss the decider's answer.
     if not link.subscribed.wait(min(timeout, 10.0)):
-        print("bpfailover: error: the broker did not acknowledge the subscription to the events topic",
-              file=sys.stderr)
+        print(
+            "bpfailover: error: the broker did not acknowledge the subscription to the events topic",
+            file=sys.stderr,
+        )
         return 2
     try:
         link.publish_wait(topics.control(pool), request.to_json(), timeout=min(timeout, 10.0))
@@ -166,8 +176,8 @@ def _exchange(link: MqttLink, topics: Topics, pool: str, request: ControlRequest
             event = decode(DecisionEvent, item.payload, pool=pool)
         except PayloadRejected:
             continue
-        if event.request_id != request.request_id:
-            continue
+        if event.request_id != request.request_id or event.kind != "control":
+            continue  # other events of the same request (e.g. the switchover itself) follow it
         print(answer_line(request, event))
         return EXIT_REFUSED if event.ok is False else 0
     hint = ""
@@ -242,7 +252,7 @@ def render(reports: list[st.PoolReport], as_json: bool, *, indent: int | None = 
 
 
 def run_status(args: argparse.Namespace, config: BpfConfig, *, out: Callable[[str], None] = print) -> int:
-    pools = [args.pool] if args.pool else configured_pools(config)
+    pools = [select_pool(config, args.pool)] if args.pool else configured_pools(config)
     if not pools:
         raise ConfigError('no pool in the configuration: add [pool] id = "..." or pass --pool')
     session = StatusSession(config, pools)

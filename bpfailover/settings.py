@@ -12,7 +12,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bpfailover.durations import Duration
@@ -43,11 +51,16 @@ class MqttSettings(Section):
     client_id: str | None = None
     connect_timeout: Duration = 10.0
 
+    @field_validator("keepalive")
+    @classmethod
+    def _keepalive(cls, value: float) -> float:
+        if value < 5:
+            raise ValueError("must be at least 5 seconds")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:
         check_prefix(self.prefix)
-        if self.keepalive < 5:
-            raise ValueError("keepalive must be at least 5 seconds")
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together")
         return self
@@ -243,6 +256,14 @@ class BpfConfig(BaseSettings):
         return self.node.name
 
 
+def _env_name(loc: tuple[int | str, ...]) -> str | None:
+    """The BPF_* variable that set this key, if one did, so the error blames the right place."""
+    if len(loc) < 2 or not all(isinstance(p, str) for p in loc[:2]):
+        return None
+    wanted = f"BPF_{loc[0]}__{loc[1]}".upper()
+    return next((k for k in os.environ if k.upper() == wanted), None)
+
+
 def _format_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors()[:3]:
@@ -256,6 +277,9 @@ def _format_error(error: ValidationError) -> str:
             if isinstance(given, dict | list) or item["type"] in ("missing", "extra_forbidden")
             else f" (got {given!r})"
         )
+        env = _env_name(item["loc"])
+        if env is not None:
+            where = f"{where} (from environment {env})"
         parts.append(f"{where or 'config'}: {msg}{shown}")
     more = f"; +{error.error_count() - 3} more" if error.error_count() > 3 else ""
     return "; ".join(parts) + more

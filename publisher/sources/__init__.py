@@ -24,7 +24,8 @@ def make_source(settings: PublisherSettings, chain: Chain, *, pool: str, node: s
             raise ConfigError("publisher.source 'command' needs publisher.command")
         return CommandSource(settings.command, settings.timeout)
     if settings.source == "simulate":
-        return SimulatedChain(chain, f"{pool}/{node}", stall_file=settings.stall_file)
+        # Seeded by pool: every node of the pool follows the same synthetic chain.
+        return SimulatedChain(chain, pool, stall_file=settings.stall_file)
     raise ConfigError(
         f"publisher.source {settings.source!r} is not one of cardano-cli, prometheus, command, simulate"
     )

@@ -86,13 +86,13 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
     assert "not valid TOML" in str(err.value)
 
 
-def test_config_check_masks_secrets_and_exits_zero(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    path = write(tmp_path, '[mqtt]\nusername = "bp1"\npassword = "hunter2hunter2"\n[node]\nname = "bp1"\n')
+def test_config_check_masks_secrets_and_exits_zero(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = bundle / "nodes" / "bp1.toml"
+    password = load_config(path).mqtt.secret()
+    assert password
     assert main(["config", "check", "-c", str(path)]) == 0
     out = capsys.readouterr().out
-    assert "hunter2hunter2" not in out
+    assert password not in out
     assert 'username = "bp1"' in out
 
 
@@ -102,3 +102,50 @@ def test_config_check_fails_on_invalid_file(tmp_path: Path, capsys: pytest.Captu
     err = capsys.readouterr().err
     assert "decider.rise" in err
     assert len(err.strip().splitlines()) == 1
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    from broker.bundle import write_bundle
+
+    write_bundle(tmp_path / "b", pool="pool1", nodes=["bp1", "bp2"], broker_port=18883)
+    return tmp_path / "b"
+
+
+@pytest.mark.parametrize("name", ["decider.toml", "operator.toml", "nodes/bp1.toml"])
+def test_config_check_accepts_every_bundle_file(bundle: Path, name: str) -> None:
+    assert main(["config", "check", "-c", str(bundle / name)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("name", "env", "expected"),
+    [
+        ("nodes/bp1.toml", {"BPF_ACTUATOR__VERIFY_KEY": "garbage"}, "actuator.verify_key"),
+        ("nodes/bp1.toml", {"BPF_ACTUATOR__PRODUCER_ENV": "/nonexistent"}, "actuator.producer_env"),
+        ("nodes/bp1.toml", {"BPF_PUBLISHER__NETWORK": "custom"}, "publisher"),
+        ("decider.toml", {"BPF_DECIDER__SIGNING_KEY": "/nonexistent"}, "decider.signing_key"),
+        ("decider.toml", {"BPF_DECIDER__STALE_AFTER": "1"}, "decider.stale_after"),
+        ("operator.toml", {"BPF_MQTT__CA_FILE": "/nonexistent"}, "mqtt.ca_file"),
+    ],
+)
+def test_config_check_runs_the_services_start_up_checks(
+    bundle: Path,
+    name: str,
+    env: dict[str, str],
+    expected: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["config", "check", "-c", str(bundle / name)]) == 2
+    err = capsys.readouterr().err
+    assert expected in err
+    assert all(line.startswith("bpfailover: error: ") for line in err.strip().splitlines())
+
+
+def test_errors_from_the_environment_name_the_variable(bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BPF_DECIDER__STALE_AFTER", "soon")
+    with pytest.raises(ConfigError) as err:
+        load_config(bundle / "decider.toml")
+    assert "BPF_DECIDER__STALE_AFTER" in str(err.value)

@@ -60,13 +60,17 @@ def test_block_numbers_hashes_and_epochs_move_together():
     assert tip.hash is not None and len(tip.hash) == 64
 
 
-def test_seeded_per_node_reproducible_and_different_between_nodes():
-    runs = {}
-    for seed in ("pool1/bp1", "pool1/bp1", "pool1/bp2"):
-        clock = FakeClock()
-        runs.setdefault(seed, []).append(run(SimulatedChain(PREVIEW, seed, now=clock), clock, 2_000))
-    assert runs["pool1/bp1"][0] == runs["pool1/bp1"][1]
-    assert [s for s, _, _ in runs["pool1/bp1"][0]] != [s for s, _, _ in runs["pool1/bp2"][0]]
+def test_nodes_of_a_pool_share_one_chain_whenever_they_start():
+    early, late = FakeClock(), FakeClock()
+    first = SimulatedChain(PREVIEW, "pool1", now=early)
+    run(first, early, 1_000)
+    late.now = early.now  # a second node of the pool, started 1000 s later
+    second = SimulatedChain(PREVIEW, "pool1", now=late)
+    a, b = run(first, early, 2_000), run(second, late, 2_000)
+    assert [(slot, h) for slot, _, h in a] == [(slot, h) for slot, _, h in b]
+    other = SimulatedChain(PREVIEW, "pool2", now=FakeClock())  # another pool, another chain
+    leaders = {s for s in range(10_000_000, 10_002_000) if first._is_leader(s)}
+    assert leaders != {s for s in range(10_000_000, 10_002_000) if other._is_leader(s)}
 
 
 def test_tip_freezes_while_the_stall_file_exists_and_catches_up_after(tmp_path):
