@@ -253,6 +253,7 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
     logging.getLogger("bpfailover.link").setLevel(logging.ERROR)
     children: Children | None = None
     ok = False
+    interrupted = False
     try:
         children = _start(binary, folder, out)
         ok = _play(folder, children, out)
@@ -263,6 +264,7 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
         out(f"  end of {log}:\n{tail(log)}")
         return 1
     except KeyboardInterrupt:
+        interrupted = True
         out("interrupted: stopping everything the demo started")
         return 130
     finally:
@@ -270,8 +272,12 @@ def run(args: argparse.Namespace, *, out: Callable[[str], None] = print) -> int:
             children.stop_all()
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
-        if keep or not ok:
+        if keep:
             out(f"bundle and logs kept in {folder}")
+        elif not ok and not interrupted:
+            # Keep the logs to look at, not the keys and passwords of the bundle.
+            shutil.rmtree(folder / "bundle", ignore_errors=True)
+            out(f"logs kept in {folder / 'logs'} (the bundle was removed; --keep keeps it)")
         else:
             shutil.rmtree(folder, ignore_errors=True)
 

@@ -264,4 +264,4 @@ Next, each in its own terminal:
   bpfailover decider -c {root}/decider.toml
   bpfailover actuator -c {root}/nodes/{first}.toml     (and publisher; likewise for each node)
   bpfailover status -c {root}/operator.toml
-To deploy on real nodes, see docs/bundle.md."""
+To deploy on real nodes, see docs/bundle.md in the bpfailover repository."""
