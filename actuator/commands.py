@@ -1,5 +1,12 @@
 """Running the operator's shell commands: a timeout that kills the whole process group,
-and bounded retries with tenacity.
+bounded retries with tenacity, and the two limits an apply may be given:
+
+- ``Budget.abort``: polled while a command runs and between attempts; when it says
+  True the command is killed and ``ApplyAborted`` raised (a promotion that must give
+  way to the fence);
+- ``Budget.deadline``: a ``time.monotonic()`` instant after which nothing runs; every
+  attempt's timeout is cut to it and no retry starts past it (a demotion, which must
+  finish within a known time: see ``actuator.fence.advertised_fence_after``).
 """
 
 from __future__ import annotations
@@ -10,7 +17,9 @@ import os
 import signal
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TypeVar
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
@@ -18,6 +27,10 @@ from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait
 log = logging.getLogger("bpfailover.actuator")
 
 T = TypeVar("T")
+
+POLL = 0.1  # seconds between checks of Budget.abort while a command runs or a retry waits
+
+Abort = Callable[[], bool]
 
 
 class StepFailed(Exception):
@@ -28,12 +41,47 @@ class ApplyAborted(Exception):
     """Retries were stopped because the node must fence instead."""
 
 
-def run_command(command: str, timeout: float, *, what: str = "command") -> None:
+@dataclass(frozen=True)
+class Budget:
+    """How long one apply may go on: ``abort`` to give way to the fence, ``deadline`` to end in time."""
+
+    abort: Abort | None = None
+    deadline: float | None = None  # time.monotonic()
+
+    def timeout(self, limit: float) -> float:
+        """The timeout for one attempt: ``limit``, cut to the deadline; StepFailed when none is left."""
+        if self.deadline is None:
+            return limit
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise StepFailed("no time left before the deadline of this demotion")
+        return min(limit, left)
+
+    def check(self, what: str) -> None:
+        if self.abort is not None and self.abort():
+            raise ApplyAborted(f"{what}: stopped to fence")
+
+    def pause(self, seconds: float) -> None:
+        """Wait between attempts, giving up as soon as ``abort`` says so."""
+        until = time.monotonic() + seconds
+        while True:
+            self.check("waiting to retry")
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, POLL) if self.abort is not None else left)
+
+
+UNLIMITED = Budget()
+
+
+def run_command(command: str, timeout: float, *, what: str = "command", abort: Abort | None = None) -> None:
     """Run ``command`` with /bin/sh; raise StepFailed on non-zero exit or after ``timeout`` seconds.
 
     The command runs in its own session so that a timeout kills everything it started,
     not just the shell. Its output goes to a temporary file rather than a pipe, so a
-    daemon it leaves running cannot hold the actuator until the timeout.
+    daemon it leaves running cannot hold the actuator until the timeout. When ``abort``
+    returns True while it runs, it is killed the same way and ApplyAborted is raised.
     """
     with tempfile.TemporaryFile() as output:
         try:
@@ -47,13 +95,21 @@ def run_command(command: str, timeout: float, *, what: str = "command") -> None:
             )
         except OSError as exc:
             raise StepFailed(f"{what} {command!r} could not start: {exc}") from None
-        try:
-            code = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise StepFailed(f"{what} {command!r} timed out after {timeout:g}s and was killed") from None
+        until = time.monotonic() + timeout
+        while True:
+            left = until - time.monotonic()
+            try:
+                code = proc.wait(timeout=max(0.0, min(left, POLL) if abort is not None else left))
+                break
+            except subprocess.TimeoutExpired:
+                if abort is not None and abort():
+                    _kill(proc)
+                    raise ApplyAborted(f"{what} {command!r} killed: stopped to fence") from None
+                if time.monotonic() >= until:
+                    _kill(proc)
+                    raise StepFailed(
+                        f"{what} {command!r} timed out after {timeout:g}s and was killed"
+                    ) from None
         output.seek(0)
         said = output.read(64 * 1024).decode(errors="replace").strip()
     if code != 0:
@@ -63,33 +119,45 @@ def run_command(command: str, timeout: float, *, what: str = "command") -> None:
         log.debug("%s %r said: %s", what, command, said[:500])
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 def with_retries(
     step: Callable[[], T],
     *,
     attempts: int,
     wait: float,
     what: str,
-    abort: Callable[[], bool] | None = None,
+    budget: Budget = UNLIMITED,
 ) -> T:
     """Run ``step`` up to ``attempts`` times with exponential backoff from ``wait`` seconds.
 
-    Before every retry ``abort`` is asked whether to give up (ApplyAborted); the last
-    StepFailed is raised when the attempts are spent.
+    Before every retry ``budget.abort`` is asked whether to give up (ApplyAborted), also
+    while waiting; no retry is started when its pause would reach ``budget.deadline``.
+    The last StepFailed is raised when the attempts (or the time) are spent.
     """
     tries = 0
 
     def attempt() -> T:
         nonlocal tries
         tries += 1
-        if tries > 1 and abort is not None and abort():
-            raise ApplyAborted(f"{what}: stopped retrying to fence")
+        if tries > 1:
+            budget.check(what)
         return step()
 
+    def past_deadline(rs: object) -> bool:
+        upcoming = float(getattr(rs, "upcoming_sleep", 0.0))
+        return budget.deadline is not None and time.monotonic() + upcoming >= budget.deadline
+
     retrying = Retrying(
-        stop=stop_after_attempt(max(1, attempts)),
+        stop=stop_after_attempt(max(1, attempts)) | past_deadline,
         wait=wait_exponential(multiplier=wait, max=max(wait, 30.0)),
         retry=retry_if_exception_type(StepFailed),
         reraise=True,
+        sleep=budget.pause,
         before_sleep=lambda rs: log.warning(
             "%s failed (attempt %d/%d): %s",
             what,

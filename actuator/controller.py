@@ -3,6 +3,14 @@
 It owns the answer to "what is applied on this node now" and every change to it:
 start-up convergence, commands that passed ``policy``, and self-fencing. The service
 feeds it and publishes ``status()``; tests drive it directly with files in a temp folder.
+
+Two epochs are kept apart. The *stored* epoch (on disk, ``epoch``) is the highest epoch
+accepted; it is written before a promotion and is what the epoch rule checks commands
+against. The *reported* epoch (``status().epoch``, NodeState.epoch) is the epoch of the
+role actually applied on the node: while a command is being applied it stays at the
+previous one, with ``pending`` naming the role under way, and it moves to the command's
+epoch only once that role is applied. A node whose role is unknown applies no epoch; it
+reports the stored one, so that nobody reuses an epoch it has accepted.
 """
 
 from __future__ import annotations
@@ -52,6 +60,7 @@ class RoleController:
         self.on_change = on_change or (lambda: None)
         self.stored: StoredState | None = None
         self.applied: AppliedRole = "unknown"
+        self.applied_epoch = 0  # the epoch of the command whose role is ``applied``
         self.pending: Role | None = None
         self.fenced = False
         self.apply_error: str | None = None
@@ -72,7 +81,30 @@ class RoleController:
         errors = [e for e in (self.state_error, self.apply_error) if e]
         error = "; ".join(errors)[:500] if errors else None
         rejected = self.rejection[:500] if self.rejection else None
-        return Status(self.applied, self.epoch, self.pending, self.fenced, error, rejected)
+        if self.dry_run:
+            return self._dry_status(error, rejected)
+        epoch = self.epoch if self.applied == "unknown" else self.applied_epoch
+        return Status(self.applied, epoch, self.pending, self.fenced, error, rejected)
+
+    def _dry_status(self, error: str | None, rejected: str | None) -> Status:
+        """Dry-run: the role the node runs now (looked at again); in ``pending`` the one we would apply."""
+        detected = self.method.detect_role()
+        role: AppliedRole = detected if detected is not None else self.applied
+        wanted = self.stored.desired_role() if self.stored else None
+        if wanted is None or wanted == role:
+            return Status(role, self.epoch, None, False, error, rejected)
+        epoch = self.epoch if role == "unknown" else self.applied_epoch
+        # ``fenced`` is never claimed: a dry-run actuator only says it would demote (pending relay).
+        return Status(role, epoch, wanted, False, error, rejected)
+
+    def _observe(self) -> None:
+        """Dry-run: the node is run by someone else, so look at what it runs before deciding."""
+        if self.dry_run:
+            detected = self.method.detect_role()
+            if detected is not None and detected != self.applied:
+                self.applied = detected
+                if detected == (self.stored.desired_role() if self.stored else None):
+                    self.applied_epoch = self.epoch
 
     def might_forge(self) -> bool:
         """Whether the node may be forging now, so that losing the broker must fence it."""
@@ -107,6 +139,7 @@ class RoleController:
         elif self.stored is not None:
             self.applied = self.stored.desired_role()
         self.fenced = bool(self.stored and self.stored.fenced)
+        self.applied_epoch = self.epoch
         log.info(
             "%s/%s: method %s, applied role %s, stored %s%s",
             self.pool,
@@ -128,6 +161,8 @@ class RoleController:
         if stored is None or not self.needs_demotion():
             return
         done = self._apply("relay", why, abort=None)
+        if self.applied == "relay":  # done, or stopped by stop_command
+            self.applied_epoch = stored.epoch
         if done and self.state_error is None and stored.pending is not None:
             self._store(stored.epoch, stored.role, pending=None, fenced=stored.fenced)
 
@@ -144,17 +179,20 @@ class RoleController:
         self.rejection = None
         self.state_error = None
         self.apply_error = None
+        self._observe()
         role, epoch = command.role, command.epoch
         if role == self.applied:
             if verdict.kind == "apply" or self.fenced or (self.stored and self.stored.pending):
                 self._store(epoch, role, pending=None)
             self.fenced = False
             self.pending = None
+            self.applied_epoch = epoch
             log.info(
                 "%s/%s: %s at epoch %d already applied; nothing to run", self.pool, self.node, role, epoch
             )
             return
         # Before promoting: never producer at an epoch that is not on disk. A demotion goes ahead anyway.
+        # The stored epoch moves now; the reported one only once the role is applied.
         stored = self._store(epoch, role, pending=role, required=role == "producer")
         if not stored and role == "producer":
             log.error("%s/%s: not promoting: the epoch could not be stored", self.pool, self.node)
@@ -168,6 +206,8 @@ class RoleController:
             self.pending = None
             self.fence("promotion abandoned: broker contact lost")
             return
+        if self.applied == role:  # done, or a demotion that ended with stop_command
+            self.applied_epoch = epoch
         if done:
             self._store(epoch, role, pending=None)
 
@@ -175,6 +215,7 @@ class RoleController:
 
     def fence(self, why: str) -> bool:
         """Demote the node locally, keeping the stored epoch; True when it is now relay."""
+        self._observe()
         if not self.might_forge():
             return True
         log.warning("%s/%s: FENCING: %s; demoting to relay", self.pool, self.node, why)
@@ -184,8 +225,11 @@ class RoleController:
         self._store(epoch, role, pending="relay", fenced=True)
         done = self._apply("relay", f"fence: {why}", abort=None)
         if done or self.dry_run or self.applied == "relay":
-            # Stopped by stop_command also counts: the node no longer forges.
+            # Stopped by stop_command also counts: the node no longer forges. A dry-run
+            # actuator only remembers that it would have fenced, so as not to try again.
             self.fenced = True
+        if self.applied == "relay":
+            self.applied_epoch = epoch  # relay, fenced from the producer at this epoch
         if done:
             self._store(epoch, role, pending=None, fenced=True)
         return done
@@ -225,8 +269,7 @@ class RoleController:
                 why,
                 self.method.describe(role),
             )
-            self.pending = role
-            self.on_change()
+            self.on_change()  # the report shows the role it would apply in ``pending``
             return False
         log.warning(
             "%s/%s: applying %s (%s): %s", self.pool, self.node, role, why, self.method.describe(role)

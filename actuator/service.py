@@ -2,7 +2,9 @@
 
 One thread does everything in order: read the link's inbox, check commands with
 ``policy``, let the ``controller`` apply them, and after every step ask the fencing
-timer whether a producer has been out of broker contact for ``fence_after``.
+timer whether a producer has been out of broker contact for ``fence_after``. Only
+connecting runs on a thread of its own, so that a slow or refusing broker never holds
+up a fence.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ import uuid
 from collections.abc import Callable
 
 from actuator.controller import RoleController
-from actuator.fence import FenceTimer
+from actuator.fence import FENCE_SLACK, FenceTimer, advertised_fence_after
 from actuator.methods import build_method
+from actuator.methods.base import demotion_bound
 from actuator.policy import CommandRejected, Expected, check_command
 from actuator.state import StateStore
 from bpfailover.link import BrokerRefused, Incoming, LinkEvent, MqttLink, PublishError, make_client_id
@@ -32,6 +35,7 @@ TICK = 0.25  # seconds between fencing checks when nothing arrives
 RECONNECT_AFTER_REFUSAL = 30.0
 DEMOTION_RETRY = 60.0  # seconds between further tries of a demotion that failed completely
 SHUTDOWN_PUBLISH_TIMEOUT = 5.0
+CONNECT_SOCKET_TIMEOUTS = 15.0  # paho's TCP connect and TLS handshake timeouts, on top of connect_timeout
 
 
 class ActuatorService:
@@ -63,26 +67,50 @@ class ActuatorService:
             on_change=self.publish_state,
         )
         self.fence = FenceTimer(s.fence_after, config.mqtt.keepalive, clock)
-        if s.fence_after == 0:
-            log.warning("actuator.fence_after = 0: self-fencing is OFF, there is no split-brain guarantee")
-        elif s.fence_after < 2 * config.mqtt.keepalive:
-            log.info(
-                "fence_after %.0fs is below 2 x keepalive: a silent link is fenced once paho drops it",
-                s.fence_after,
-            )
+        # What NodeState.fence_after promises the decider: last broker contact -> node demoted, at most.
+        self.fence_promise = advertised_fence_after(s.fence_after, config.mqtt.keepalive, demotion_bound(s))
+        self._log_fence_settings()
         self.rejections = Rejections("actuator", log)
+        self._will_epoch = self.controller.epoch
         self.link = MqttLink(
             config.mqtt,
             make_client_id("actuator", self.pool, self.node),
             subscriptions=[self.role_topic],
-            will=(self.state_topic, self.node_state(online=False).to_json()),
+            will=(self.state_topic, self.will_state().to_json()),
             track_contact=True,  # fencing measures silence from the last PINGRESP too
         )
         self._stopping = threading.Event()
         self._link_started = False
+        self._connector: threading.Thread | None = None
         self._next_connect = 0.0
         self._next_fence_try = 0.0
         self._next_demotion_try = 0.0
+
+    def _log_fence_settings(self) -> None:
+        s, keepalive = self.config.actuator, self.config.mqtt.keepalive
+        if s.fence_after == 0:
+            log.warning("actuator.fence_after = 0: self-fencing is OFF, there is no split-brain guarantee")
+            return
+        if self.fence.effective > s.fence_after:
+            log.warning(
+                "actuator.fence_after %gs is below 2 x mqtt.keepalive (%gs): a producer cut off from the "
+                "broker is fenced only after %gs of silence; advertising fence_after %gs (with the demotion)",
+                s.fence_after,
+                keepalive,
+                self.fence.effective,
+                self.fence_promise,
+            )
+        log.info(
+            "fence: due at most %gs after the last broker contact, node demoted within %gs more "
+            "(apply_timeout %gs%s, + %gs); advertising fence_after %gs%s",
+            self.fence.effective,
+            self.fence_promise - self.fence.effective,
+            s.apply_timeout,
+            " for the restart, then for stop_command" if s.stop_command else "",
+            FENCE_SLACK,
+            self.fence_promise,
+            " (NodeState says 0: dry-run)" if self.dry_run else "",
+        )
 
     # --- reporting --------------------------------------------------------------------------
 
@@ -98,17 +126,52 @@ class ActuatorService:
             fenced=status.fenced,
             dry_run=self.dry_run,
             method=self.method.name,
-            # A dry-run actuator never really fences, so it must not let the decider assume it did.
-            fence_after=0.0 if self.dry_run else self.config.actuator.fence_after,
+            fence_after=self.advertised_fence_after,
             pending=status.pending,
             error=status.error,
             rejected=status.rejected,
             updated_at=time.time(),
         )
 
+    @property
+    def advertised_fence_after(self) -> float:
+        """NodeState.fence_after: the longest time from the last broker contact until the node is
+        demoted by its fence (actuator.fence); 0 when it makes no such promise.
+
+        A dry-run actuator never really fences, so it must not let the decider assume it did.
+        """
+        return 0.0 if self.dry_run else self.fence_promise
+
+    def will_state(self) -> NodeState:
+        """The Last Will: offline, and no claim about the role.
+
+        It is fixed when the connection is made and fires whenever this process dies,
+        while the node keeps running whatever it ran then, which the Will cannot know. It
+        carries the stored epoch (the highest this node accepted) as of the (re)connect.
+        """
+        return NodeState(
+            pool=self.pool,
+            node=self.node,
+            boot=self.boot,
+            online=False,
+            role="unknown",
+            epoch=self.controller.epoch,
+            dry_run=self.dry_run,
+            method=self.method.name,
+            fence_after=self.advertised_fence_after,
+            updated_at=time.time(),
+        )
+
+    def refresh_will(self, *, force: bool = False) -> None:
+        """Give the next (re)connect a Will with the current stored epoch."""
+        epoch = self.controller.epoch
+        if force or epoch != self._will_epoch:
+            self.link.set_will(self.state_topic, self.will_state().to_json())
+            self._will_epoch = epoch
+
     def publish_state(self) -> None:
         """Publish the retained NodeState now (if connected) and refresh the Last Will."""
-        self.link.set_will(self.state_topic, self.node_state(online=False).to_json())
+        self.refresh_will()
         if not self.link.connected.is_set():
             return
         state = self.node_state(online=True)
@@ -131,7 +194,7 @@ class ActuatorService:
             self.role_topic,
         )
         self.controller.start()
-        self.publish_state()  # refresh the will before the first connect
+        self.refresh_will(force=True)  # the stored epoch, before the first connect
         try:
             while not self._stopping.is_set():
                 try:
@@ -165,14 +228,28 @@ class ActuatorService:
     def _ensure_link(self) -> None:
         if self._link_started or self.clock() < self._next_connect:
             return
+        if self._connector is not None and self._connector.is_alive():
+            return
+        # A first connection attempt blocks (TCP, TLS, CONNACK: many seconds against a dead or
+        # refusing broker); on this thread it would hold up a fence that falls due meanwhile.
+        self._connector = threading.Thread(target=self._connect, name="actuator-connect", daemon=True)
+        self._connector.start()
+
+    def _connect(self) -> None:
+        """On the connector thread: one attempt, then paho keeps trying in the background.
+
+        An unreachable broker must not stop this process, or it could not fence its node.
+        """
         try:
-            # One attempt, then paho keeps trying in the background: an unreachable broker
-            # must not stop this process, or it could not fence its node.
             self.link.start(attempts=1, persistent=True)
-            self._link_started = True
         except BrokerRefused as exc:
             log.error("%s; retrying in %.0fs (fencing stays armed meanwhile)", exc, RECONNECT_AFTER_REFUSAL)
             self._next_connect = self.clock() + RECONNECT_AFTER_REFUSAL
+        except Exception:
+            log.exception("internal error connecting; retrying in %.0fs", RECONNECT_AFTER_REFUSAL)
+            self._next_connect = self.clock() + RECONNECT_AFTER_REFUSAL
+        else:
+            self._link_started = True
 
     def _on_link_event(self, event: LinkEvent) -> None:
         if event.kind == "connected":
@@ -247,6 +324,9 @@ class ActuatorService:
 
     def _shutdown(self) -> None:
         log.info("%s/%s: stopping; reporting offline", self.pool, self.node)
+        if self._connector is not None:
+            # Let an attempt under way finish, so that paho is not started behind our back.
+            self._connector.join(self.config.mqtt.connect_timeout + CONNECT_SOCKET_TIMEOUTS)
         try:
             if self.link.connected.is_set():
                 state = self.node_state(online=False)

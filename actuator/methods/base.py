@@ -1,18 +1,29 @@
-"""What every way of applying a role shares: retries, and demotion that is never blocked."""
+"""What every way of applying a role shares: retries, and demotion that is never blocked.
+
+A demotion runs within a known time, whatever its commands do: the method's own steps
+(file changes, restart or signal, with their retries) within one ``apply_timeout``, then,
+if they failed, ``stop_command`` (with its retries) within another. ``demotion_bound``
+says how long that is at most; the fence time the actuator advertises includes it.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 
-from actuator.commands import ApplyAborted, StepFailed, run_command, with_retries
+from actuator.commands import UNLIMITED, Abort, ApplyAborted, Budget, StepFailed, run_command, with_retries
 from bpfailover.settings import ActuatorSettings, ConfigError
 from bpfailover.wire import AppliedRole, Role
 
 log = logging.getLogger("bpfailover.actuator")
 
-Abort = Callable[[], bool]
+__all__ = ["Abort", "ApplyError", "Budget", "Method", "demotion_bound"]
+
+
+def demotion_bound(settings: ActuatorSettings) -> float:
+    """The longest a demotion may take: one ``apply_timeout`` window, plus one for ``stop_command``."""
+    return settings.apply_timeout * (2 if settings.stop_command else 1)
 
 
 class ApplyError(Exception):
@@ -45,17 +56,24 @@ class Method(ABC):
         """What ``apply(role)`` would do, in one line (for dry-run and logs)."""
 
     @abstractmethod
-    def _apply(self, role: Role, abort: Abort | None) -> None:
-        """Change the node; raise StepFailed or OSError on failure."""
+    def _apply(self, role: Role, budget: Budget) -> None:
+        """Change the node within ``budget``; raise StepFailed or OSError on failure."""
 
     def apply(self, role: Role, abort: Abort | None = None) -> None:
         """Apply ``role``; raise ApplyError (or ApplyAborted for an abandoned promotion).
 
-        A demotion that fails after its retries falls back to ``stop_command``: a stopped
-        node does not forge, so it then counts as relay even though the error is reported.
+        A promotion gives up as soon as ``abort`` says so, even in the middle of a command.
+        A demotion is never aborted but ends in time: its steps get one ``apply_timeout``
+        in all, retries included; if they fail it falls back to ``stop_command`` (another
+        ``apply_timeout``): a stopped node does not forge, so it then counts as relay even
+        though the error is reported.
         """
+        if role == "relay":
+            budget = Budget(deadline=time.monotonic() + self.settings.apply_timeout)
+        else:
+            budget = Budget(abort=abort)
         try:
-            self._apply(role, abort)
+            self._apply(role, budget)
         except ApplyAborted:
             raise
         except (StepFailed, OSError) as exc:
@@ -69,22 +87,22 @@ class Method(ABC):
             raise ApplyError(f"demotion failed: {failure}; no stop_command configured", "unknown")
         log.error("demotion failed (%s); stopping the node with stop_command %r", failure, stop)
         try:
-            self.run(stop, "stop_command")
+            self.run(stop, "stop_command", Budget(deadline=time.monotonic() + self.settings.apply_timeout))
         except StepFailed as exc:
             raise ApplyError(
                 f"demotion failed: {failure}; stop_command failed too: {exc}", "unknown"
             ) from None
         raise ApplyError(f"demotion failed: {failure}; node stopped with stop_command", "relay")
 
-    def run(self, command: str, what: str, abort: Abort | None = None) -> None:
-        """Run a shell command with the configured timeout and bounded retries."""
+    def run(self, command: str, what: str, budget: Budget = UNLIMITED) -> None:
+        """Run a shell command with the configured timeout and bounded retries, within ``budget``."""
         s = self.settings
         with_retries(
-            lambda: run_command(command, s.apply_timeout, what=what),
+            lambda: run_command(command, budget.timeout(s.apply_timeout), what=what, abort=budget.abort),
             attempts=s.apply_retries,
             wait=s.apply_retry_wait,
             what=what,
-            abort=abort,
+            budget=budget,
         )
 
     def _need(self, **values: object) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from actuator.methods.base import Abort, Method
+from actuator.methods.base import Budget, Method
 from bpfailover.wire import AppliedRole, Role
 
 
@@ -24,6 +24,6 @@ class CommandMethod(Method):
     def describe(self, role: Role) -> str:
         return f"run {self._command(role)!r}"
 
-    def _apply(self, role: Role, abort: Abort | None) -> None:
+    def _apply(self, role: Role, budget: Budget) -> None:
         what = "promote_command" if role == "producer" else "demote_command"
-        self.run(self._command(role), what, abort)
+        self.run(self._command(role), what, budget)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from actuator.atomic import atomic_write
 from actuator.commands import StepFailed
-from actuator.methods.base import Abort, Method
+from actuator.methods.base import Budget, Method
 from bpfailover.settings import ConfigError
 from bpfailover.wire import AppliedRole, Role
 
@@ -57,7 +57,7 @@ class EnvSwap(Method):
         source = s.producer_env if role == "producer" else s.relay_env
         return f"replace {s.env_file} with {source}, then run {s.restart_command!r}"
 
-    def _apply(self, role: Role, abort: Abort | None) -> None:
+    def _apply(self, role: Role, budget: Budget) -> None:
         s = self.settings
         assert s.env_file is not None
         try:
@@ -70,4 +70,4 @@ class EnvSwap(Method):
             current = None
         if current != wanted:
             atomic_write(s.env_file, wanted)
-        self.run(s.restart_command, "restart_command", abort)
+        self.run(s.restart_command, "restart_command", budget)

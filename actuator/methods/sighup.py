@@ -13,7 +13,7 @@ from pathlib import Path
 
 from actuator.atomic import atomic_move
 from actuator.commands import StepFailed, with_retries
-from actuator.methods.base import Abort, Method
+from actuator.methods.base import Budget, Method
 from bpfailover.settings import ConfigError
 from bpfailover.wire import AppliedRole, Role
 
@@ -68,7 +68,7 @@ class SigHup(Method):
             return f"move kes_key, vrf_key, opcert from {store} into place, then SIGHUP ({where})"
         return f"move kes_key, vrf_key, opcert into {store}, then SIGHUP ({where})"
 
-    def _apply(self, role: Role, abort: Abort | None) -> None:
+    def _apply(self, role: Role, budget: Budget) -> None:
         s = self.settings
         assert s.key_store is not None
         if role == "relay":
@@ -80,13 +80,13 @@ class SigHup(Method):
                 atomic_move(stored, live)
             elif role == "relay" and live.exists():
                 atomic_move(live, stored)
-        self.signal(abort)
+        self.signal(budget)
 
-    def signal(self, abort: Abort | None) -> None:
+    def signal(self, budget: Budget) -> None:
         s = self.settings
         if s.pid_file is None:
             assert s.sighup_command
-            self.run(s.sighup_command, "sighup_command", abort)
+            self.run(s.sighup_command, "sighup_command", budget)
             return
         pid_file = s.pid_file
         with_retries(
@@ -94,7 +94,7 @@ class SigHup(Method):
             attempts=s.apply_retries,
             wait=s.apply_retry_wait,
             what="SIGHUP",
-            abort=abort,
+            budget=budget,
         )
 
 

@@ -55,6 +55,18 @@ class Recorder:
         self.sleep_flag.write_text(str(seconds))
 
 
+def running_sleeps(marker: str) -> list[str]:
+    """Pids of ``sleep <marker>`` processes still running (a killed command must leave none)."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if cmdline.read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]:
+                found.append(cmdline.parent.name)
+        except OSError:
+            continue
+    return found
+
+
 def make_recorder(folder: Path, name: str, env_file: Path) -> Recorder:
     script = folder / f"{name}.sh"
     rec = Recorder(name, script, folder / f"{name}.calls", folder / f"{name}.fail", folder / f"{name}.sleep")

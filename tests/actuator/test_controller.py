@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import time
 
 import pytest
 
@@ -12,7 +13,7 @@ from actuator.methods import build_method
 from actuator.policy import epoch_rule
 from actuator.state import StoredState
 from bpfailover.settings import ActuatorSettings
-from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command
+from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command, running_sleeps
 
 
 def make(node_files: NodeFiles, settings: ActuatorSettings | None = None, **kw: object) -> RoleController:
@@ -192,21 +193,28 @@ def test_rejection_is_reported_until_the_next_accepted_command(node_files: NodeF
     assert controller.status().rejected is None
 
 
-def test_dry_run_changes_nothing(node_files: NodeFiles) -> None:
+def test_dry_run_changes_nothing_and_reports_the_role_the_node_runs(node_files: NodeFiles) -> None:
     node_files.store().save(StoredState(pool="pool1", node="bp1", epoch=1, role="relay"))
     node_files.env_file.write_bytes(PRODUCER_ENV)  # a start would normally demote this
     before = {p.name: p.read_bytes() for p in node_files.root.rglob("*") if p.is_file()}
     controller = make(node_files, node_files.settings(dry_run=True))
-    assert controller.status().pending == "relay"  # it reports what it would do
+    assert (controller.status().role, controller.status().pending) == ("producer", "relay")  # would demote
     send(controller, "producer", 2)
-    assert controller.status().pending is None  # producer is what the node runs already
+    status = controller.status()
+    assert (status.role, status.epoch, status.pending) == ("producer", 2, None)  # what the node runs already
     send(controller, "relay", 3)
     assert not controller.fence("test")  # it would fence, but the node is still producer
     status = controller.status()
-    assert (status.role, status.epoch, status.pending, status.fenced) == ("producer", 3, "relay", True)
+    # The role the node really runs at the epoch it was accepted for; what it would do in pending.
+    assert (status.role, status.epoch, status.pending, status.fenced) == ("producer", 2, "relay", False)
+    assert controller.epoch == 3  # the epoch rule still counts the accepted command
     after = {p.name: p.read_bytes() for p in node_files.root.rglob("*") if p.is_file()}
     assert after == before
     assert node_files.restart.calls() == [] and node_files.stop.calls() == []
+
+    node_files.env_file.write_bytes(RELAY_ENV)  # whatever runs the node now demoted it
+    status = controller.status()
+    assert (status.role, status.epoch, status.pending) == ("relay", 3, None)
 
 
 def test_promotion_retries_stop_and_the_node_fences_when_contact_is_lost(node_files: NodeFiles) -> None:
@@ -216,7 +224,10 @@ def test_promotion_retries_stop_and_the_node_fences_when_contact_is_lost(node_fi
         apply_retries=5,
     )
     controller = make(node_files, settings)
-    controller.on_command(epoch_rule(command("producer", 1), 0, None), abort=lambda: True)
+    # The fence is due as soon as the first attempt has run.
+    controller.on_command(
+        epoch_rule(command("producer", 1), 0, None), abort=lambda: bool(node_files.restart.calls())
+    )
     # One promotion attempt, no retries, then the fence's demotion.
     assert node_files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""']
     status = controller.status()
@@ -254,3 +265,66 @@ def test_unwritable_state_blocks_a_promotion_but_not_a_demotion(
     assert controller.status().role == "relay"  # never producer at an epoch not on disk
     assert controller.epoch == 2
     assert node_files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""']
+
+
+def test_reported_epoch_is_the_applied_one_and_moves_only_once_the_role_is_applied(
+    node_files: NodeFiles,
+) -> None:
+    seen: list[tuple[str, int, str | None]] = []
+
+    def report() -> None:
+        status = controller.status()
+        seen.append((status.role, status.epoch, status.pending))
+
+    controller = make(node_files, on_change=report)
+    send(controller, "producer", 1)
+    report()
+    send(controller, "relay", 2)
+    report()
+    assert seen == [
+        ("relay", 0, "producer"),  # while promoting: still relay at the previous epoch, plus pending
+        ("producer", 1, None),
+        ("producer", 1, "relay"),  # while demoting: not yet relay at 2, and not producer at 2 either
+        ("relay", 2, None),  # what the decider takes as the acknowledgement
+    ]
+    assert controller.epoch == 2
+
+
+def test_stopped_node_reports_relay_at_the_demotion_epoch(node_files: NodeFiles) -> None:
+    controller = make(node_files)
+    send(controller, "producer", 1)
+    node_files.restart.fail()
+    send(controller, "relay", 2)
+    status = controller.status()
+    assert (status.role, status.epoch, status.pending) == (
+        "relay",
+        2,
+        None,
+    )  # acknowledged: it no longer forges
+
+
+def test_failed_promotion_reports_unknown_at_the_stored_epoch(node_files: NodeFiles) -> None:
+    node_files.restart.fail()
+    controller = make(node_files)
+    send(controller, "producer", 4)
+    status = controller.status()
+    assert (status.role, status.epoch, status.pending) == ("unknown", 4, None)
+
+
+def test_promotion_under_way_is_killed_when_the_fence_falls_due(node_files: NodeFiles) -> None:
+    # The restart hangs while the env file says producer; the demotion's restart returns at once.
+    hang = f"if grep -q '^POOL_NAME' {node_files.env_file}; then sleep 37.51; fi"
+    settings = node_files.settings(
+        restart_command=f"{node_files.restart.script} && {hang}", apply_timeout=30, apply_retries=3
+    )
+    controller = make(node_files, settings)
+    started = time.monotonic()
+    due_at = started + 0.3  # contact is lost as the promotion begins
+    controller.on_command(
+        epoch_rule(command("producer", 1), 0, None), abort=lambda: time.monotonic() >= due_at
+    )
+    assert time.monotonic() - started < 3  # not apply_timeout: the fence did not wait for the restart
+    assert node_files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""']
+    status = controller.status()
+    assert (status.role, status.epoch, status.fenced) == ("relay", 1, True)
+    assert running_sleeps("37.51") == []

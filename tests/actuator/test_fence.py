@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from actuator.fence import FenceTimer
+from actuator.fence import FENCE_SLACK, FenceTimer, advertised_fence_after
 
 
 class Clock:
@@ -63,3 +63,24 @@ def test_fence_after_zero_disables_fencing() -> None:
     assert not timer.enabled
     assert not timer.due(connected=False, last_contact=None)
     assert timer.seconds_left(connected=False, last_contact=None) is None
+
+
+# --- what the actuator advertises: NodeState.fence_after -----------------------------------
+
+
+def test_timer_is_due_at_the_effective_value_at_the_latest() -> None:
+    clock = Clock()
+    timer = FenceTimer(fence_after=10, keepalive=60, clock=clock)
+    contact = clock.now
+    assert timer.effective == 120
+    clock.now += 119.99  # a link that still looks up: paho has not noticed the silence yet
+    assert not timer.due(connected=True, last_contact=contact)
+    assert timer.due(connected=False, last_contact=contact)  # once paho dropped it, fence_after rules
+    clock.now += 0.01
+    assert timer.due(connected=True, last_contact=contact)
+
+
+def test_advertised_fence_after_adds_the_demotion_to_the_timer() -> None:
+    assert advertised_fence_after(10, 60, demotion_bound=240) == 120 + 240 + FENCE_SLACK
+    assert advertised_fence_after(120, 30, demotion_bound=240) == 120 + 240 + FENCE_SLACK
+    assert advertised_fence_after(0, 30, demotion_bound=240) == 0  # fencing off: no promise

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from actuator.methods import ApplyError, build_method
+from actuator.methods.base import demotion_bound
 from bpfailover.settings import ConfigError
-from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, make_recorder
+from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, make_recorder, running_sleeps
 from tests.brokers import wait_for
 
 # --- env-swap -----------------------------------------------------------------------------
@@ -60,17 +61,6 @@ def test_restart_that_recovers_within_the_retries_succeeds(node_files: NodeFiles
     assert len(node_files.restart.calls()) == 2
 
 
-def _running_sleeps(marker: str) -> list[str]:
-    found = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
-        try:
-            if cmdline.read_bytes().split(b"\0")[:2] == [b"sleep", marker.encode()]:
-                found.append(cmdline.parent.name)
-        except OSError:
-            continue
-    return found
-
-
 def test_restart_that_hangs_is_killed_after_the_timeout(node_files: NodeFiles) -> None:
     node_files.restart.hang(37.31)
     method = build_method(node_files.settings(apply_timeout=0.3, apply_retries=2))
@@ -79,7 +69,7 @@ def test_restart_that_hangs_is_killed_after_the_timeout(node_files: NodeFiles) -
         method.apply("producer")
     assert time.monotonic() - started < 3
     assert len(node_files.restart.calls()) == 2
-    assert _running_sleeps("37.31") == []  # the whole process group was killed, not just the shell
+    assert running_sleeps("37.31") == []  # the whole process group was killed, not just the shell
 
 
 def test_failed_demotion_falls_back_to_stop_command(node_files: NodeFiles) -> None:
@@ -101,6 +91,41 @@ def test_timed_out_demotion_with_failing_stop_command_leaves_role_unknown(node_f
     with pytest.raises(ApplyError, match="stop_command failed too") as info:
         method.apply("relay")
     assert info.value.applied == "unknown"
+
+
+def test_demotion_ends_within_two_apply_timeouts_whatever_the_retries(node_files: NodeFiles) -> None:
+    node_files.env_file.write_bytes(PRODUCER_ENV)
+    node_files.restart.hang(37.32)
+    node_files.stop.hang(37.32)
+    settings = node_files.settings(apply_timeout=0.4, apply_retries=5)
+    method = build_method(settings)
+    assert demotion_bound(settings) == 0.8
+    started = time.monotonic()
+    with pytest.raises(ApplyError, match="stop_command failed too"):
+        method.apply("relay")
+    assert time.monotonic() - started < 0.8 + 0.5
+    # No retry of a command that used up its window: one restart, then one stop_command.
+    assert (len(node_files.restart.calls()), len(node_files.stop.calls())) == (1, 1)
+    assert running_sleeps("37.32") == []
+
+
+def test_demotion_retries_only_within_its_window(node_files: NodeFiles) -> None:
+    node_files.restart.fail()
+    settings = node_files.settings(apply_timeout=2.0, apply_retries=10, apply_retry_wait=0.5)
+    started = time.monotonic()
+    with pytest.raises(ApplyError, match="node stopped with stop_command"):
+        build_method(settings).apply("relay")
+    # Attempts at about 0, 0.5 and 1.5 s; the next would start after 3.5 s, past the 2 s window.
+    assert 2 <= len(node_files.restart.calls()) < 10
+    assert time.monotonic() - started < 2.0 + 0.5
+
+
+def test_promotion_keeps_its_retries_each_with_the_full_timeout(node_files: NodeFiles) -> None:
+    node_files.restart.fail()
+    build = build_method(node_files.settings(apply_timeout=0.2, apply_retries=4))
+    with pytest.raises(ApplyError, match="exited with 3"):
+        build.apply("producer")
+    assert len(node_files.restart.calls()) == 4
 
 
 def test_env_swap_refuses_incomplete_or_ambiguous_configuration(node_files: NodeFiles) -> None:

@@ -27,6 +27,10 @@ pytestmark = pytest.mark.broker
 
 FENCE_AFTER = 2.0
 KEEPALIVE = 5
+APPLY_TIMEOUT = 5
+# NodeState.fence_after: the timer max(2, 2 x 5) + the demotion (restart, then stop_command:
+# apply_timeout each) + 1 s of slack. See actuator/fence.py.
+ADVERTISED = 10 + 2 * APPLY_TIMEOUT + 1.0
 
 
 def overrides(files: NodeFiles, **extra: object) -> dict[str, str]:
@@ -39,7 +43,7 @@ def overrides(files: NodeFiles, **extra: object) -> dict[str, str]:
         "BPF_ACTUATOR__STOP_COMMAND": files.stop.script,
         "BPF_ACTUATOR__STATE_DIR": files.state_dir,
         "BPF_ACTUATOR__FENCE_AFTER": FENCE_AFTER,
-        "BPF_ACTUATOR__APPLY_TIMEOUT": 5,
+        "BPF_ACTUATOR__APPLY_TIMEOUT": APPLY_TIMEOUT,
         "BPF_ACTUATOR__APPLY_RETRY_WAIT": 0.05,
         "BPF_MQTT__KEEPALIVE": KEEPALIVE,
     }
@@ -139,7 +143,7 @@ def test_producer_fences_when_the_broker_stops_and_repromotes_when_it_is_back(
     files = make_node_files(tmp_path)
     bp1 = Node(broker, "bp1")
     proc = start_actuator(broker, "bp1", files, processes)
-    bp1.wait_state("online", online=True, role="relay", epoch=0, fence_after=FENCE_AFTER, method="env-swap")
+    bp1.wait_state("online", online=True, role="relay", epoch=0, fence_after=ADVERTISED, method="env-swap")
 
     bp1.command("producer", 1)
     bp1.wait_state("promoted", role="producer", epoch=1, pending=None)
@@ -189,18 +193,53 @@ def test_stored_producer_without_broker_fences_reports_it_and_waits_for_a_comman
     assert files.restart.calls() == ['#POOL_NAME=""', 'POOL_NAME="pool1"']
 
 
-def test_last_will_reports_offline_when_the_actuator_dies(
+def test_last_will_after_a_promotion_claims_no_role_and_carries_the_epoch_stored_at_connect(
     broker: BrokerHandle, tmp_path: Path, processes: list[ActuatorProcess]
 ) -> None:
     bp2 = Node(broker, "bp2")
     bp2.clear()
     files = make_node_files(tmp_path)
+    files.store().save(StoredState(pool="pool1", node="bp2", epoch=3, role="relay"))
     proc = start_actuator(broker, "bp2", files, processes)
-    first = bp2.wait_state("online", online=True)
-    proc.proc.kill()
+    first = bp2.wait_state("online", online=True, role="relay", epoch=3)
+    bp2.command("producer", 4)
+    bp2.wait_state("promoted", role="producer", epoch=4, pending=None)
+    proc.proc.kill()  # kill -9: no goodbye, the broker sends the Will; the node stays producer
     proc.proc.wait()
     gone = bp2.wait_state("offline by Last Will", online=False)
     assert gone.boot == first.boot
+    # The Will was fixed at connect time: it cannot know the node became producer since,
+    # so it claims no role, with the epoch stored when it connected (or a later one).
+    assert (gone.role, gone.pending, gone.fenced) == ("unknown", None, False)
+    assert gone.epoch >= 3
+    assert gone.fence_after == ADVERTISED
+    assert files.env_role() == "producer"
+
+
+def test_last_will_carries_the_new_epoch_after_a_reconnect(
+    broker_factory, tmp_path: Path, processes: list[ActuatorProcess]
+) -> None:  # type: ignore[no-untyped-def]
+    broker = broker_factory()
+    broker.require_own_broker("restarts the broker")
+    files = make_node_files(tmp_path)
+    bp1 = Node(broker, "bp1")
+    proc = start_actuator(broker, "bp1", files, processes)
+    bp1.wait_state("online", online=True, role="relay", epoch=0)
+    bp1.command("producer", 2)
+    promoted = bp1.wait_state("promoted", role="producer", epoch=2, pending=None)
+    # The actuator reconnects (after fencing and re-promoting on the retained command, if the
+    # restart outlasted fence_after): the new connection carries a Will with epoch 2.
+    broker.restart()
+    wait_for(
+        lambda: (s := bp1.state()) is not None and s.online and s.updated_at > promoted.updated_at,
+        20,
+        "bp1 to report again after reconnecting",
+    )
+    bp1.wait_state("producer again", role="producer", epoch=2, pending=None)
+    proc.proc.kill()
+    proc.proc.wait()
+    gone = bp1.wait_state("offline by Last Will", online=False)
+    assert (gone.role, gone.epoch) == ("unknown", 2)
 
 
 @pytest.fixture
@@ -253,7 +292,8 @@ def test_forged_unsigned_and_replayed_commands_are_rejected(in_process: Callable
     assert files.env_role() == "producer"
 
     bp3.command("relay", 7)  # the next valid command still works and clears the report
-    bp3.wait_state("demoted", role="relay", epoch=7, error=None)
+    # What the decider takes as an acknowledgement: relay at the new epoch, nothing pending.
+    bp3.wait_state("demoted", online=True, role="relay", epoch=7, pending=None, error=None)
 
 
 def test_dry_run_reports_what_it_would_do_and_changes_nothing(in_process: Callable[..., tuple]) -> None:  # type: ignore[type-arg]
@@ -261,8 +301,9 @@ def test_dry_run_reports_what_it_would_do_and_changes_nothing(in_process: Callab
     before = {p.name: p.read_bytes() for p in files.root.rglob("*") if p.is_file() and p.suffix != ".log"}
     bp3.wait_state("online", online=True, dry_run=True)
     bp3.command("producer", 1)
-    state = bp3.wait_state("would promote", epoch=1, pending="producer")
-    assert (state.role, state.dry_run) == ("relay", True)
+    # The role the node really runs (and the epoch of it), and what it would apply in pending.
+    state = bp3.wait_state("would promote", pending="producer")
+    assert (state.role, state.epoch, state.dry_run) == ("relay", 0, True)
     assert state.fence_after == 0  # it will not really fence, so the decider must not count on it
     after = {p.name: p.read_bytes() for p in files.root.rglob("*") if p.is_file() and p.suffix != ".log"}
     assert after == before
