@@ -33,6 +33,7 @@ from bpfailover.settings import load_config
 from bpfailover.status import PoolCollector, describe_event, fmt_age
 from bpfailover.topics import Topics
 from bpfailover.wire import DecisionEvent, PayloadRejected, decode
+from broker.mosquitto import find_mosquitto
 
 POOL = "demo"
 NODES = ("bp1", "bp2")
@@ -80,16 +81,6 @@ class DemoFailed(Exception):
     def __init__(self, message: str, log: Path | None = None) -> None:
         super().__init__(message)
         self.log = log
-
-
-def find_mosquitto() -> str | None:
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 def free_port() -> int:

@@ -6,6 +6,8 @@ against its working directory, not against the configuration file.
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +148,14 @@ def render_acl(*, pool: str, nodes: list[str], prefix: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def find_mosquitto() -> str | None:
+    """The mosquitto binary: on PATH, or where Debian and Homebrew install it (sbin is often not on PATH)."""
+    found = shutil.which("mosquitto")
+    if found:
+        return found
+    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
+        if os.access(candidate, os.X_OK):
+            return candidate
+    return None

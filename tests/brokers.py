@@ -20,7 +20,6 @@ import os
 import re
 import secrets
 import shlex
-import shutil
 import signal
 import socket
 import ssl
@@ -36,6 +35,7 @@ import pytest
 
 from bpfailover.settings import MqttSettings, read_toml
 from broker.bundle import write_bundle
+from broker.mosquitto import find_mosquitto as broker_binary
 from broker.passwd import new_password, passwd_line
 
 T = TypeVar("T")
@@ -81,16 +81,8 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def find_mosquitto() -> str | None:
-    explicit = os.environ.get("BPF_TEST_MOSQUITTO")
-    if explicit:
-        return explicit
-    found = shutil.which("mosquitto")
-    if found:
-        return found
-    for candidate in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto", "/opt/homebrew/sbin/mosquitto"):
-        if os.access(candidate, os.X_OK):
-            return candidate
-    return None
+    """``BPF_TEST_MOSQUITTO`` if set, else the product's own lookup."""
+    return os.environ.get("BPF_TEST_MOSQUITTO") or broker_binary()
 
 
 def broker_kind() -> str:
