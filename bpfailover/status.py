@@ -201,7 +201,9 @@ def _tip_age(tip: TipReport | None, now: float) -> float | None:
     return max(0.0, now - tip.tip_time)
 
 
-def _why_not(node: NodeView, age: float | None, rules: Rules, maintenance: bool) -> str | None:
+def _why_not(
+    node: NodeView, age: float | None, rules: Rules, maintenance: bool, dry_run_pool: bool = False
+) -> str | None:
     """The first reason a standby could not be promoted, in the decider rule's order."""
     if node.priority == 0:
         return "priority 0"
@@ -211,6 +213,8 @@ def _why_not(node: NodeView, age: float | None, rules: Rules, maintenance: bool)
         return "no actuator state"
     if not node.state.online:
         return "actuator offline"
+    if node.state.dry_run and not dry_run_pool:
+        return "actuator in dry-run"
     if node.state.error:
         return f"apply error: {node.state.error}"
     if node.tip is None:
@@ -245,7 +249,8 @@ def assess(view: PoolView, now: float, rules: Rules | None = None) -> PoolReport
         age = _tip_age(node.tip, now)
         maintenance = _maintenance(decider, name, now)
         is_producer = name == producer_name or name in applied_producers
-        why = "producer" if is_producer else _why_not(node, age, rules, maintenance)
+        dry_run_pool = bool(decider and decider.dry_run)
+        why = "producer" if is_producer else _why_not(node, age, rules, maintenance, dry_run_pool)
         rows.append(
             NodeRow(
                 name=name,

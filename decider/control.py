@@ -9,7 +9,8 @@
 - maintenance N on|off [until]: a node in maintenance is never promoted.
 
 Operator changes are not limited by min_switch_interval or the flap budget, and work
-while the pool is paused or frozen. ``until`` is a unix time.
+while the pool is paused or frozen. ``until`` is a unix time; answers show it in UTC
+ISO-8601 with the time left, e.g. ``paused until 2026-11-26T14:03:26Z (in 1h)``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections import OrderedDict
 
 from bpfailover.wire import ControlRequest
 from decider import transition
-from decider.emit import Outbox
+from decider.emit import Outbox, time_text
 from decider.rule import why_not
 
 ANSWERS_KEPT = 256
@@ -39,7 +40,7 @@ def _target(out: Outbox, request: ControlRequest) -> str:
 
 def _until(out: Outbox, request: ControlRequest) -> float | None:
     if request.until is not None and request.until <= out.now.wall:
-        raise Refused(f"until {request.until:.0f} is not a unix time in the future")
+        raise Refused(f"until {time_text(request.until, out.now.wall)} is not in the future")
     return request.until
 
 
@@ -96,7 +97,7 @@ def _apply(out: Outbox, request: ControlRequest) -> str:
     if action == "pause":
         until = _until(out, request)
         view.paused, view.paused_until = True, until
-        return "paused" + (f" until {until:.0f}" if until is not None else "")
+        return "paused" + (f" until {time_text(until, out.now.wall)}" if until is not None else "")
     if action == "resume":
         was_frozen = view.frozen
         view.paused, view.paused_until, view.frozen = False, None, False
@@ -108,7 +109,9 @@ def _apply(out: Outbox, request: ControlRequest) -> str:
     if request.enabled:
         until = _until(out, request)
         view.maintenance[node] = until
-        return f"{node} in maintenance" + (f" until {until:.0f}" if until is not None else "")
+        return f"{node} in maintenance" + (
+            f" until {time_text(until, out.now.wall)}" if until is not None else ""
+        )
     view.maintenance.pop(node, None)
     return f"{node} out of maintenance"
 

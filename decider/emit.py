@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime
 
 from bpfailover.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
 from bpfailover.wire import Transition as WireTransition
@@ -10,13 +11,40 @@ from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, Pu
 from decider.model import Command, Context, Now, PoolView
 from decider.rule import why_not
 
+DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+
+
+def duration_text(seconds: float) -> str:
+    """A duration for people, to its two largest units: 45s, 1m30s, 1h, 2d3h."""
+    left = round(abs(seconds))
+    for i, (unit, size) in enumerate(DURATION_UNITS):
+        if left >= size or size == 1:
+            big, rest = divmod(left, size)
+            text = f"{big}{unit}"
+            if i + 1 < len(DURATION_UNITS):
+                small_unit, small_size = DURATION_UNITS[i + 1]
+                if rest // small_size:
+                    text += f"{rest // small_size}{small_unit}"
+            return text
+    return "0s"  # unreachable: the last unit always matches
+
+
+def time_text(unix: float, now: float) -> str:
+    """A wall time in a reason: UTC ISO-8601 and how far from now, e.g. 2026-11-26T14:03:26Z (in 1h)."""
+    stamp = datetime.fromtimestamp(unix, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    left = unix - now
+    return f"{stamp} (in {duration_text(left)})" if left >= 0 else f"{stamp} ({duration_text(left)} ago)"
+
 
 def node_inputs(view: PoolView, ctx: Context, now: Now) -> dict[str, NodeInputs]:
-    """Each node's facts behind a decision: tip age, online, eligible or why not."""
+    """Each node's facts behind a decision: tip age, online, eligible or why not.
+
+    The producer is not a candidate for its own place: it shows as not eligible, ``producer``.
+    """
     result = {}
     for node in view.nodes.values():
         age = node.age(now)
-        reason = why_not(view, node, ctx, now)
+        reason = "producer" if node.name == view.producer else why_not(view, node, ctx, now)
         state = node.state
         result[node.name] = NodeInputs(
             age=None if math.isinf(age) else round(age, 3),
@@ -41,7 +69,7 @@ def status_key(view: PoolView) -> tuple[object, ...]:
         view.frozen,
         view.dry_run,
         tuple(sorted(view.maintenance.items())),
-        None if t is None else (t.kind, t.from_, t.to, t.epoch, t.phase),
+        None if t is None else (t.kind, t.from_, t.to, t.epoch, t.phase, t.started.wall),
     )
 
 

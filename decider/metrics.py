@@ -14,7 +14,7 @@ Metric names (all prefixed ``bpfailover_``):
     node_tip_age_seconds{pool,node}        +Inf when the node has no valid tip
     node_role{pool,node,role}              1 for the role applied now, 0 for the others
     node_online{pool,node}                 actuator online (1/0)
-    node_eligible{pool,node}               could be promoted now (1/0)
+    node_eligible{pool,node}               could be promoted now (1/0); 0 for the producer itself
     node_clock_skew_seconds{pool,node}     received - sent_at of its last tip
     node_kes_periods_left{pool,node}
     pool_epoch{pool}  pool_paused{pool}  pool_frozen{pool}
@@ -52,7 +52,12 @@ class DeciderMetrics:
             "bpfailover_node_role", "Role applied on the node (1 = this role)", [*node, "role"], registry=r
         )
         self.online = Gauge("bpfailover_node_online", "The node's actuator is online", node, registry=r)
-        self.eligible = Gauge("bpfailover_node_eligible", "The node could be promoted now", node, registry=r)
+        self.eligible = Gauge(
+            "bpfailover_node_eligible",
+            "The node could be promoted now (0 for the producer)",
+            node,
+            registry=r,
+        )
         self.skew = Gauge(
             "bpfailover_node_clock_skew_seconds", "Received time minus the tip's sent_at", node, registry=r
         )

@@ -85,6 +85,10 @@ class Transition:
     forced: bool = False  # an operator asserted the old producer is dead: no ack wait
     operator: bool = False  # requested by an operator: keep the chosen target
     promoted_mono: float | None = None
+    # What the target's actuator said when it was sent producer, to tell its answer from old news:
+    # the apply error it already had, and whether it has since reported applying producer.
+    target_error: str | None = None
+    target_applying: bool = False
     request_id: str | None = None
     abandoned: frozenset[str] = frozenset()  # candidates given up on in this change
     blocked_by: frozenset[str] = frozenset()  # nodes that might have been producing at the start

@@ -57,6 +57,14 @@ class PoolMachine:
             node.offline_since = now.mono
         newly_fenced = state.fenced and (node.state is None or not node.state.fenced)
         node.state = state
+        txn = self.view.transition
+        if (
+            txn is not None
+            and txn.phase == "promote"
+            and txn.to == state.node
+            and state.pending == "producer"
+        ):
+            txn.target_applying = True  # an error it reports from now on is this promotion's
         if newly_fenced and self.view.recovered:
             out = Outbox(self.view, self.ctx, now)
             out.event(
@@ -197,13 +205,20 @@ class PoolMachine:
         out.event(decision.kind, reason, from_=decision.from_, to=decision.to, epoch=epoch, dry_run=True)
 
     def _resync_rogue(self, out: Outbox) -> bool:
-        """A node producing at our epoch or later without our command: demote it, re-command ours."""
+        """A node producing at our epoch or later without our command: demote it, re-command ours.
+
+        Only a finished apply counts: while one is pending the reported role is the one being
+        left (a demotion in progress still says producer). A dry-run actuator applies no command,
+        so re-commanding would not stop it; ``_node_alerts`` tells the operator instead.
+        """
         view = out.view
         for node in view.nodes.values():
             s = node.state
             if node.name == view.producer or s is None or not s.online or s.epoch < view.epoch:
                 continue
-            if s.role == "producer" or s.pending == "producer":
+            if s.pending is not None or s.dry_run:
+                continue
+            if s.role == "producer":
                 target = view.producer
                 reason = (
                     f"{node.name} reports producer at epoch {s.epoch} (ours is {view.epoch}) without our "
@@ -238,6 +253,7 @@ class PoolMachine:
                     warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
                     if warning is not None:
                         out.alert(fence_key, warning, to=node.name)
+            self._dry_run_alert(out, node)
             key = f"skew:{node.name}"
             if node.skew is not None and abs(node.skew) > ctx.settings.max_clock_skew:
                 out.alert(
@@ -249,6 +265,33 @@ class PoolMachine:
                 )
             else:
                 out.clear(key)
+
+    @staticmethod
+    def _dry_run_alert(out: Outbox, node: NodeView) -> None:
+        """Once per node and per whether it runs producer: its actuator will not act on commands."""
+        s = node.state
+        producing = s is not None and s.dry_run and s.role == "producer"
+        idle = s is not None and s.dry_run and not producing
+        for key, raised in ((f"dryrun:{node.name}:producer", producing), (f"dryrun:{node.name}", idle)):
+            if not raised:
+                out.clear(key)
+        if out.view.dry_run or not (producing or idle):
+            return
+        if producing:
+            out.alert(
+                f"dryrun:{node.name}:producer",
+                f"{node.name}'s actuator is in dry-run and reports its node runs producer: bpfailover "
+                "cannot demote it, and promotes no other node until it stops; demote it by hand (or, "
+                "if it is dead, `bpfailover failover --force`)",
+                to=node.name,
+            )
+        else:
+            out.alert(
+                f"dryrun:{node.name}",
+                f"{node.name}'s actuator is in dry-run: it applies no command, so {node.name} is never "
+                "promoted, and no change waits for it",
+                to=node.name,
+            )
 
     def _republish(self, out: Outbox) -> None:
         """Commands the broker has not confirmed holding are sent again (same epoch, a no-op)."""

@@ -33,10 +33,16 @@ def _restore_operator_state(out: Outbox) -> None:
 
 
 def _producing_in_states(view: PoolView, epoch: int) -> NodeView | None:
-    """The node whose actuator says it was producer at ``epoch`` (applied, or fenced from it)."""
+    """The node whose actuator says it was producer at ``epoch`` (applied, or fenced from it).
+
+    Not one in the middle of an apply (it may be leaving producer), nor one in dry-run (it
+    applies no command, so it cannot be the producer the commands made).
+    """
     for node in view.nodes.values():
         s = node.state
-        if s is not None and s.epoch == epoch and (s.role == "producer" or s.fenced):
+        if s is None or s.epoch != epoch or s.dry_run:
+            continue
+        if s.fenced or (s.role == "producer" and s.pending is None):
             return node
     return None
 
@@ -81,6 +87,8 @@ def recover(out: Outbox) -> None:
             phase="promote",
             promoted_mono=now.mono,
             blocked_by=frozenset({from_}) if from_ else frozenset(),
+            # An error it reports already may predate the command: only a new one abandons it early.
+            target_error=producer.state.error if producer.state is not None else None,
         )
         out.status()
         out.event(

@@ -32,6 +32,10 @@ def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now) -> str | Non
         return "no actuator state"
     if not state.online:
         return "actuator offline"
+    if state.dry_run and not view.dry_run:
+        # It would apply nothing: promoting it would leave the pool without a producer. (A dry-run
+        # pool commands nobody, so there its would-be decisions ignore the actuators' dry-run.)
+        return "actuator in dry-run"
     if state.error:
         return f"apply error: {state.error}"
     if node.skew is not None and abs(node.skew) > s.max_clock_skew:

@@ -4,6 +4,11 @@ A node that might be producing blocks the promotion until it has acknowledged re
 at the new epoch, or is certainly fenced: its actuator's Last Will arrived at t_off
 (our monotonic clock) and fence_after + keepalive + fence_margin have passed since,
 and the broker holds our relay command for it, so it cannot come back as producer.
+
+A node whose actuator is in dry-run applies no command: it will never acknowledge, and
+it advertises no fence. Waiting for it would wait for ever, so it holds a promotion only
+while it reports that its node really runs producer (which bpfailover cannot stop: an
+operator must); its "pending" role is only what it would have applied.
 """
 
 from __future__ import annotations
@@ -23,6 +28,30 @@ def applied(node: NodeView, epoch: int) -> bool:
     return s is not None and s.online and s.role == "producer" and s.epoch >= epoch and s.pending is None
 
 
+def in_dry_run(node: NodeView) -> bool:
+    """Its actuator is in dry-run: it applies no command (it only says what it would do)."""
+    return node.state is not None and node.state.dry_run
+
+
+def apply_failed(node: NodeView, txn: Transition) -> str | None:
+    """Why ``node``, sent producer by ``txn``, will not apply it; None while it still may.
+
+    A failure counts only when it is news since the command: an error other than the one
+    the node had when it was sent producer, or any error after it reported applying
+    producer. An old error (e.g. read back after a restart) waits for apply_timeout instead.
+    """
+    s = node.state
+    if s is None or not s.online:
+        return None
+    if s.dry_run:
+        return f"{node.name}'s actuator is in dry-run: it applies no command"
+    if s.pending is not None or s.role == "producer" or not s.error:
+        return None
+    if txn.target_applying or s.error != txn.target_error:
+        return f"{node.name} failed to apply producer at epoch {txn.epoch}: {s.error}"
+    return None
+
+
 def fenced_from(node: NodeView, ctx: Context) -> float | None:
     """Monotonic time from which ``node`` is certainly fenced; None while it cannot be."""
     s = node.state
@@ -39,7 +68,12 @@ def certainly_fenced(node: NodeView, ctx: Context, now: Now) -> bool:
 def reports_producing(node: NodeView) -> bool:
     """Its actuator says it is, or may be, producing (or is about to)."""
     s = node.state
-    return s is not None and (s.role in ("producer", "unknown") or s.pending == "producer")
+    if s is None:
+        return False
+    if s.dry_run:
+        # Nothing it pends will happen, and a role it cannot detect is not of our making.
+        return s.role == "producer"
+    return s.role in ("producer", "unknown") or s.pending == "producer"
 
 
 def might_produce(view: PoolView, node: NodeView, old_producer: str | None) -> bool:
@@ -64,8 +98,22 @@ def demotion_held(node: NodeView, epoch: int) -> bool:
     return c is not None and c.role == "relay" and c.epoch >= epoch and c.confirmed
 
 
+def idle_dry_run(node: NodeView, epoch: int) -> bool:
+    """A dry-run actuator that does not report producing, once the broker holds its relay command.
+
+    Nothing we command changes what its node runs, so there is nothing to wait for; the held
+    relay command is what it finds if it comes back out of dry-run.
+    """
+    s = node.state
+    return s is not None and s.dry_run and s.role != "producer" and demotion_held(node, epoch)
+
+
 def safe_to_leave(node: NodeView, epoch: int, ctx: Context, now: Now) -> bool:
-    return acked(node, epoch) or (certainly_fenced(node, ctx, now) and demotion_held(node, epoch))
+    return (
+        acked(node, epoch)
+        or idle_dry_run(node, epoch)
+        or (certainly_fenced(node, ctx, now) and demotion_held(node, epoch))
+    )
 
 
 def blockers(view: PoolView, txn: Transition) -> list[NodeView]:
@@ -86,10 +134,18 @@ def wait_text(node: NodeView, epoch: int, ctx: Context, now: Now) -> str:
     s = node.state
     if s is None:
         return f"{node.name}: no actuator state seen, cannot know it stopped forging"
+    if s.dry_run and s.role == "producer":
+        return (
+            f"{node.name}: its actuator is in dry-run and reports its node runs producer; it applies "
+            "no command, so demote it by hand"
+        )
+    if s.dry_run:
+        return f"{node.name}: actuator in dry-run, waiting for the broker to hold its relay command"
     if s.online:
+        applying = f", applying {s.pending}" if s.pending else ""
         return (
             f"{node.name}: online, has not acknowledged relay at epoch {epoch} "
-            f"(role {s.role}, epoch {s.epoch})"
+            f"(role {s.role}, epoch {s.epoch}{applying})"
         )
     if s.fence_after <= 0:
         return f"{node.name}: offline with fencing disabled (fence_after 0)"

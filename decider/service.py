@@ -10,11 +10,12 @@ The core is evaluated on every message and every ``tick``.
 
 Presence: a second, idle connection carries the Last Will — the first pool's
 DeciderStatus with ``online=false``. A Will is fixed when a connection is made, so
-this connection is made again whenever that status's lasting content changes (pause,
-maintenance, freeze, epoch, producer): a crash then leaves an accurate retained status
-behind instead of an old one. Other pools have no Will: their presence is judged by
-``DeciderStatus.updated_at``, republished every ``status_interval``. SIGTERM and
-SIGINT publish ``online=false`` for every pool and exit cleanly.
+this connection is made again whenever anything in that status but ``updated_at``
+changes (epoch, producer, pause, maintenance, freeze, the transition in progress and
+its phase): a crash then leaves an accurate retained status behind instead of an old
+one. Other pools have no Will: their presence is judged by ``DeciderStatus.updated_at``,
+republished every ``status_interval``. SIGTERM and SIGINT publish ``online=false`` for
+every pool and exit cleanly.
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ class Presence:
         self.client_id = client_id
         self.topic = topic
         self.link: MqttLink | None = None
-        self.key: tuple[object, ...] | None = None  # of the Will in place
+        self.key: bytes | None = None  # of the Will in place
         self._wanted: DeciderStatus | None = None
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -96,16 +97,9 @@ class Presence:
         self._thread.start()
 
     @staticmethod
-    def _key(status: DeciderStatus) -> tuple[object, ...]:
-        return (
-            status.epoch,
-            status.producer,
-            status.paused,
-            status.paused_until,
-            status.frozen,
-            status.dry_run,
-            tuple(sorted(status.maintenance.items())),
-        )
+    def _key(status: DeciderStatus) -> bytes:
+        """Everything the Will says but its timestamp: a change in any of it makes a new Will."""
+        return status.model_copy(update={"updated_at": 0.0}).to_json()
 
     def update(self, status: DeciderStatus) -> None:
         """Ask for a Will carrying ``status``; returns at once."""
@@ -133,13 +127,16 @@ class Presence:
             except LinkError as exc:
                 log.warning("presence connection failed: %s", exc)
             self.key = self._key(status)
+            t = status.transition
             log.info(
-                "presence: Will on %s now says offline at epoch %d, producer %s, paused %s, maintenance %s",
+                "presence: Will on %s now says offline at epoch %d, producer %s, paused %s, maintenance %s, "
+                "transition %s",
                 self.topic,
                 status.epoch,
                 status.producer,
                 status.paused,
                 sorted(status.maintenance) or "none",
+                "none" if t is None else f"{t.kind} to {t.to} at epoch {t.epoch} ({t.phase})",
             )
 
     def stop(self) -> None:

@@ -4,9 +4,9 @@ A change at epoch E publishes relay@E to every node but the target, then waits u
 every node that might be producing has acknowledged relay@E or is certainly fenced
 (``safety``), then publishes producer@E to the target and waits until it reports
 producer at E. A target that cannot be promoted (no longer eligible before the
-promotion, or not applied within apply_timeout) is abandoned for the next candidate
-at epoch E+1. In a dry-run pool, acknowledgements are simulated: the whole sequence
-is reported at once.
+promotion, its apply reported failed, or not applied within apply_timeout) is abandoned
+for the next candidate at epoch E+1. In a dry-run pool, acknowledgements are simulated:
+the whole sequence is reported at once.
 """
 
 from __future__ import annotations
@@ -122,6 +122,9 @@ def _complete(out: Outbox, txn: Transition) -> None:
 
 
 def _promote(out: Outbox, txn: Transition) -> None:
+    state = out.view.nodes[txn.to].state
+    txn.target_error = state.error if state is not None else None
+    txn.target_applying = False
     out.command(txn.to, "producer", txn.epoch, f"{txn.kind}: {txn.reason}")
     txn.phase = "promote"
     txn.promoted_mono = out.now.mono
@@ -150,27 +153,48 @@ def advance(out: Outbox) -> None:
                 return
             for node in safety.blockers(view, txn):
                 key = f"fenced:{txn.epoch}:{node.name}"
-                if not safety.acked(node, txn.epoch) and key not in view.alerts:
-                    view.alerts.add(key)
-                    wait = ctx.fence_wait(node.state.fence_after if node.state else 0.0)
+                if safety.acked(node, txn.epoch) or key in view.alerts:
+                    continue
+                view.alerts.add(key)
+                if safety.idle_dry_run(node, txn.epoch):
                     out.event(
-                        "fenced",
-                        f"{node.name} is certainly fenced: offline since its Last Will, and fence_after "
-                        f"+ keepalive + fence_margin ({wait:g}s) have passed",
+                        "alert",
+                        f"not waiting for {node.name}: its actuator is in dry-run, applies no command and "
+                        f"does not report producing (role {node.state.role if node.state else 'unknown'}); "
+                        "make sure it does not forge",
                         from_=node.name,
                         to=txn.to,
                         epoch=txn.epoch,
                     )
+                    continue
+                wait = ctx.fence_wait(node.state.fence_after if node.state else 0.0)
+                out.event(
+                    "fenced",
+                    f"{node.name} is certainly fenced: offline since its Last Will, and fence_after "
+                    f"+ keepalive + fence_margin ({wait:g}s) have passed",
+                    from_=node.name,
+                    to=txn.to,
+                    epoch=txn.epoch,
+                )
+        target = view.nodes[txn.to]
         if not txn.operator:
-            why = why_not(view, view.nodes[txn.to], ctx, now)
+            why = why_not(view, target, ctx, now)
             if why is not None:
                 _retarget(out, txn, f"{txn.to} is no longer eligible ({why})")
                 return
+        elif safety.in_dry_run(target) and not view.dry_run:
+            # Even an operator's choice: a dry-run actuator would leave the pool without a producer.
+            _retarget(out, txn, f"{txn.to}'s actuator is in dry-run: it would not apply producer")
+            return
         _promote(out, txn)
     if txn.phase == "promote":
         target = view.nodes[txn.to]
         if view.dry_run or safety.applied(target, txn.epoch):
             _complete(out, txn)
+            return
+        failed = safety.apply_failed(target, txn)
+        if failed is not None:
+            _retarget(out, txn, failed)
             return
         assert txn.promoted_mono is not None
         overdue = now.mono - txn.promoted_mono > ctx.settings.apply_timeout

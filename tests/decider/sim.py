@@ -72,6 +72,9 @@ class Actuator:
     boot: str = "boot-1"
     auto: bool = True  # apply commands as soon as they arrive
     fail_promote: bool = False  # a promotion fails (restart command broken)
+    dry_run: bool = False  # applies nothing; what it would apply stays pending
+    report_pending: bool = False  # reports "applying <role>" before each apply, like the real one
+    pending: str | None = None
     lost_at: float | None = None
     inbox: deque[RoleCommand] = field(default_factory=deque)
 
@@ -86,11 +89,18 @@ class Actuator:
             fenced=self.fenced,
             fence_after=self.fence_after,
             error=self.error,
+            dry_run=self.dry_run,
+            pending=self.pending,  # type: ignore[arg-type]
             updated_at=now.wall,
         )
 
     def apply(self, cmd: RoleCommand) -> None:
         """The actuator epoch rule (common.md, role protocol 3)."""
+        if self.dry_run:
+            if cmd.epoch >= self.epoch:  # accepted, and only reported: the node is not touched
+                self.epoch = cmd.epoch
+                self.pending = None if cmd.role == self.role else cmd.role
+            return
         if cmd.epoch > self.epoch:
             if cmd.role == "producer" and self.fail_promote:
                 self.error = "restart command failed"
@@ -215,11 +225,14 @@ class Sim:
         self.seen[state.node] = (state, offline_since)
         return self.decider.on_state(POOL, state, self.now)
 
-    def publish_state(self, node: str, *, online: bool = True) -> None:
-        self._check_overlap()
+    def _report(self, node: str, *, online: bool = True) -> None:
         state = self.actuators[node].state(self.now, online=online)
         self.retained[("state", node)] = state
         self._deliver(lambda: self._state_to_decider(state))
+
+    def publish_state(self, node: str, *, online: bool = True) -> None:
+        self._check_overlap()
+        self._report(node, online=online)
         self._drain()
 
     # --- the world ----------------------------------------------------------------------------
@@ -303,7 +316,12 @@ class Sim:
         if not act.connected:
             return
         while act.inbox:
-            act.apply(act.inbox.popleft())
+            cmd = act.inbox.popleft()
+            if act.report_pending and not act.dry_run and cmd.epoch > act.epoch:
+                act.pending = cmd.role
+                self._report(node)  # delivered in order, before the outcome (not drained: it is busy)
+                act.pending = None
+            act.apply(cmd)
         self._check_overlap()
         self.publish_state(node)
 

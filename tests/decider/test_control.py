@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from tests.decider.sim import Sim
+from tests.decider.sim import WALL0, Sim
 
 
 @pytest.fixture
@@ -42,6 +44,17 @@ def test_pause_until_expires_on_its_own(sim: Sim) -> None:
     assert any(e.kind == "control" and "pause expired" in e.reason for e in sim.events)
 
 
+def test_answers_show_times_in_utc_with_the_time_left(sim: Sim) -> None:
+    assert sim.now.wall == WALL0 + 12  # 2023-11-14T22:13:32Z
+    pause = sim.control("pause", "p1", until=WALL0 + 12 + 3600)
+    assert pause.reason == "pause: paused until 2023-11-14T23:13:32Z (in 1h)"
+    maintenance = sim.control("maintenance", "m1", node="bp2", until=WALL0 + 12 + 2 * 86400 + 5400 + 59)
+    assert maintenance.reason == "maintenance: bp2 in maintenance until 2023-11-16T23:44:31Z (in 2d1h)"
+    soon = sim.control("maintenance", "m2", node="bp3", until=WALL0 + 12 + 95)
+    assert soon.reason == "maintenance: bp3 in maintenance until 2023-11-14T22:15:07Z (in 1m35s)"
+    assert not [e.reason for e in sim.events if re.search(r"\b1\d{9}\b", e.reason)], "a raw unix time"
+
+
 def test_maintenance_on_off_and_expiry(sim: Sim) -> None:
     until = sim.now.wall + 150
     answer = sim.control("maintenance", "m1", node="bp2", until=until)
@@ -64,9 +77,13 @@ def test_maintenance_on_off_and_expiry(sim: Sim) -> None:
         (
             "maintenance",
             {"node": "bp2", "until": 1.0},
-            "maintenance: until 1 is not a unix time in the future",
+            "maintenance: until 1970-01-01T00:00:01Z (19675d22h ago) is not in the future",
         ),
-        ("pause", {"until": 7200.0}, "pause: until 7200 is not a unix time in the future"),
+        (
+            "pause",
+            {"until": 7200.0},
+            "pause: until 1970-01-01T02:00:00Z (19675d20h ago) is not in the future",
+        ),
         ("switchover", {}, "switchover: switchover needs a node (to)"),
         ("switchover", {"to": "bp1"}, "switchover: bp1 is already the producer at epoch 1"),
     ],

@@ -62,6 +62,31 @@ def test_crash_after_the_promotion_was_sent_waits_for_it_without_repeating() -> 
     assert [e.kind for e in sim.events].count("promoted") == 2  # bootstrap, then the resumed failover
 
 
+@pytest.mark.parametrize("failed_while_away", [True, False])
+def test_an_apply_error_read_back_after_a_restart_is_not_taken_for_news(failed_while_away: bool) -> None:
+    """An error already there when the restarted decider resumes may predate the command."""
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80}, apply_timeout=20.0, startup_grace=10.0)
+    sim.bootstrapped()
+    bp2 = sim.actuators["bp2"]
+    bp2.auto, bp2.fail_promote = False, True
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(100, until=lambda: sim.producer() == "bp2")
+    if failed_while_away:
+        sim.drop_decider()
+        sim.process("bp2")  # its error is retained; this decider does not see it come
+    sim.restart_decider()
+    assert sim.run(30, until=lambda: sim.kinds().count("recovered") == 2)
+    resumed = sim.clock.mono
+    assert "resuming failover at epoch 2" in sim.events[-1].reason
+    if not failed_while_away:
+        sim.process("bp2")  # it fails while the resumed decider waits for it: that is news
+        assert [e.to for e in sim.events if e.kind == "abandoned"] == ["bp2"]
+        assert sim.clock.mono == resumed
+        return
+    assert sim.run(60, until=lambda: "abandoned" in sim.kinds())
+    assert sim.clock.mono == resumed + 21.0, "after apply_timeout, not at once"
+
+
 def test_crash_during_demotion_publishing_completes_the_missing_demotions() -> None:
     sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
     sim.bootstrapped()

@@ -5,7 +5,12 @@ from __future__ import annotations
 import math
 
 import pytest
+from prometheus_client import CollectorRegistry
 
+from bpfailover import status
+from bpfailover.topics import Topics
+from decider.emit import node_inputs
+from decider.metrics import DeciderMetrics
 from tests.decider.sim import KEEPALIVE, WALL0, Sim
 
 
@@ -236,20 +241,132 @@ def test_dry_run_pool_reports_the_same_decisions_without_role_commands() -> None
     assert all(a.role == "relay" and a.epoch == 0 for a in sim.actuators.values())
 
 
-def test_candidate_that_fails_to_apply_is_abandoned_for_the_next() -> None:
+@pytest.mark.parametrize("reports_pending", [False, True])
+def test_a_failed_promotion_is_abandoned_as_soon_as_its_actuator_reports_it(reports_pending: bool) -> None:
     sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80}, apply_timeout=20.0)
     sim.bootstrapped()
-    sim.actuators["bp2"].fail_promote = True
+    bp2 = sim.actuators["bp2"]
+    bp2.fail_promote, bp2.report_pending, bp2.auto = True, reports_pending, False
     sim.publishers["bp1"].chain = "dead"
-    assert sim.run(200, until=lambda: sim.producer() == "bp3")
-    promoted_bp2 = sim.promoted_at("bp2")
-    assert promoted_bp2 is not None
-    assert sim.promoted_at("bp3") == promoted_bp2 + 21.0  # the first tick past apply_timeout
+    assert sim.run(200, until=lambda: sim.producer() == "bp2")
+    sim.process("bp2")  # applying producer at epoch 2 fails, at once
+    abandoned = [e for e in sim.events if e.kind == "abandoned"]
+    assert len(abandoned) == 1 and abandoned[0].to == "bp2"
+    assert abandoned[0].reason == "bp2 failed to apply producer at epoch 2: restart command failed"
+    # Demote before promote still holds for the next candidate: bp2 was sent producer.
+    assert sim.producer() == "bp2", "bp3 promoted before bp2 acknowledged relay at epoch 3"
+    sim.run(3)
+    assert sim.producer() == "bp2"
+    acked = sim.clock.mono
+    sim.process("bp2")  # relay at epoch 3
+    assert sim.producer() == "bp3" and sim.promoted_at("bp3") == acked
     assert [(c.node, c.role, c.epoch) for c in sim.producer_commands()] == [
         ("bp1", "producer", 1),
         ("bp2", "producer", 2),
         ("bp3", "producer", 3),
     ]
-    abandoned = [e for e in sim.events if e.kind == "abandoned"]
-    assert len(abandoned) == 1 and abandoned[0].to == "bp2" and "apply_timeout" in abandoned[0].reason
     assert sim.actuators["bp3"].role == "producer" and sim.overlaps == []
+
+
+def test_an_error_the_target_reports_again_after_applying_is_a_failure() -> None:
+    """The same error text as before the command counts once the actuator said it was applying."""
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    bp2 = sim.actuators["bp2"]
+    bp2.auto, bp2.report_pending = False, True
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(200, until=lambda: sim.producer() == "bp2")
+    view = sim.decider.view("pool1")
+    assert view.transition is not None and view.transition.target_error is None
+    view.transition.target_error = "restart command failed"  # as if it had failed so before
+    bp2.fail_promote = True
+    sim.process("bp2")
+    assert [e.to for e in sim.events if e.kind == "abandoned"] == ["bp2"]
+
+
+def test_a_promotion_not_applied_within_apply_timeout_is_abandoned() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80}, apply_timeout=20.0)
+    sim.bootstrapped()
+    sim.actuators["bp2"].auto = False  # hung: says nothing at all
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(200, until=lambda: sim.producer() == "bp2")
+    promoted_bp2 = sim.clock.mono
+    assert sim.run(60, until=lambda: "abandoned" in sim.kinds())
+    assert sim.clock.mono == promoted_bp2 + 21.0  # the first tick past apply_timeout
+    abandoned = next(e for e in sim.events if e.kind == "abandoned")
+    assert abandoned.to == "bp2" and "within apply_timeout 20s" in abandoned.reason
+    assert sim.producer() == "bp2", "bp2 must acknowledge relay before bp3 is promoted"
+    sim.process("bp2")
+    assert sim.producer() == "bp3" and sim.overlaps == []
+
+
+def _with_dry_run_actuator(node: str, role: str = "relay", **settings: object) -> Sim:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80}, **settings)  # type: ignore[arg-type]
+    act = sim.actuators[node]
+    act.dry_run, act.fence_after, act.role = True, 0.0, role  # as a real dry-run actuator advertises
+    sim.bootstrapped()
+    return sim
+
+
+def test_a_dry_run_actuator_is_never_eligible() -> None:
+    sim = _with_dry_run_actuator("bp2")
+    promoted = next(e for e in sim.events if e.kind == "promoted")
+    assert (promoted.inputs["bp2"].eligible, promoted.inputs["bp2"].why_not) == (False, "actuator in dry-run")
+    answer = sim.control("switchover", "s1", to="bp2")
+    assert answer.ok is False and answer.reason == "switchover: bp2 is not eligible: actuator in dry-run"
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(200, until=lambda: sim.producer() == "bp3"), "bp3, not the higher-priority bp2"
+    assert "bp2" not in [c.node for c in sim.producer_commands()]
+    assert any(e.kind == "alert" and "bp2's actuator is in dry-run" in e.reason for e in sim.events)
+
+
+def test_a_dry_run_pool_ignores_the_actuators_dry_run() -> None:
+    """With the decider in dry-run too (a trial), its would-be decisions treat nodes as real."""
+    sim = _with_dry_run_actuator("bp2", pool_dry_run=True)
+    sim.publishers["bp1"].chain = "dead"
+    sim.run(100)
+    assert [(c.node, c.role) for c in sim.dryruns if c.role == "producer"] == [
+        ("bp1", "producer"),
+        ("bp2", "producer"),
+    ]
+
+
+def test_the_producer_is_reported_as_not_a_candidate() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    promoted = sim.events[-1]
+    assert promoted.kind == "promoted" and promoted.to == "bp1"
+    assert (promoted.inputs["bp1"].eligible, promoted.inputs["bp1"].why_not) == (False, "producer")
+    assert promoted.inputs["bp2"].eligible and promoted.inputs["bp3"].eligible
+    metrics = DeciderMetrics(CollectorRegistry())
+    metrics.observe_view(sim.decider.view("pool1"), sim.decider.ctx, sim.now)
+
+    def eligible(node: str) -> float | None:
+        return metrics.registry.get_sample_value("bpfailover_node_eligible", {"pool": "pool1", "node": node})
+
+    assert (eligible("bp1"), eligible("bp2"), eligible("bp3")) == (0.0, 1.0, 1.0)
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(200, until=lambda: sim.producer() == "bp2")
+    failover = next(e for e in sim.events if e.kind == "failover")
+    # At the decision the old producer is still the producer; its tip age says why it goes.
+    assert failover.inputs["bp1"].why_not == "producer" and failover.inputs["bp1"].age > 60  # type: ignore[operator]
+    assert failover.inputs["bp2"].eligible
+    done = sim.events[-1]
+    assert done.kind == "promoted" and done.inputs["bp2"].why_not == "producer"
+    assert done.inputs["bp1"].why_not is not None and done.inputs["bp1"].why_not.startswith("tip stale")
+    metrics.observe_view(sim.decider.view("pool1"), sim.decider.ctx, sim.now)
+    assert (eligible("bp1"), eligible("bp2"), eligible("bp3")) == (0.0, 0.0, 1.0)
+
+
+def test_the_status_tool_mirrors_the_dry_run_rule() -> None:
+    sim = _with_dry_run_actuator("bp2")
+    topics = Topics("bpfailover")
+    collector = status.PoolCollector(topics, "pool1", dict(sim.nodes))
+    for (kind, node), message in sim.retained.items():
+        topic = topics.decider("pool1") if kind == "decider" else getattr(topics, kind)("pool1", node)
+        collector.feed(topic, message.to_json(), retain=True, received_at=sim.now.wall)
+    rows = {r.name: r for r in status.assess(collector.view, sim.now.wall).rows}
+    inputs = node_inputs(sim.decider.view("pool1"), sim.decider.ctx, sim.now)
+    assert rows["bp2"].why_not == inputs["bp2"].why_not == "actuator in dry-run"
+    assert rows["bp1"].why_not == inputs["bp1"].why_not == "producer"
+    assert rows["bp3"].eligible and inputs["bp3"].eligible

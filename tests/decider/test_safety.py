@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from bpfailover.settings import ConfigError, DeciderSettings
 from bpfailover.wire import NodeState
 from decider.invariants import check_invariants
-from tests.decider.sim import KEEPALIVE, POOL, Sim
+from tests.decider.sim import KEEPALIVE, POOL, WALL0, Sim
 
 
 def _kill_producer_hung_actuator(sim: Sim) -> None:
@@ -215,3 +217,77 @@ def test_defaults_and_small_test_timings_pass_the_invariants() -> None:
     check_invariants(DeciderSettings(), 30, 120)
     small = DeciderSettings(stale_after=3, tick=0.2, min_switch_interval=1, apply_timeout=2)
     check_invariants(small, 5, None)
+
+
+def _dry_run(sim: Sim, node: str, role: str) -> None:
+    """``node``'s actuator restarts in dry-run: it applies nothing, and advertises no fence."""
+    act = sim.actuators[node]
+    act.dry_run, act.fence_after, act.role = True, 0.0, role
+    sim.publish_state(node)
+
+
+def test_a_dry_run_node_that_does_not_report_producing_never_holds_a_change() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    _dry_run(sim, "bp3", "unknown")  # a method that cannot tell the role it runs
+    sim.run(5)
+    sim.publishers["bp1"].chain = "dead"
+    expected = sim.publishers["bp1"].tip_time - WALL0 + 1000.0 + sim.settings.stale_after
+    assert sim.run(200, until=lambda: sim.producer() == "bp2")
+    assert sim.promoted_at("bp2") == math.floor(expected) + 1.0, "promoted as soon as bp1 was stale"
+    state = sim.retained[("state", "bp3")]
+    assert (state.role, state.pending, state.epoch) == ("unknown", "relay", 2)
+    assert sim.overlaps == []
+
+
+def test_a_dry_run_target_sent_producer_is_abandoned_at_once_and_not_waited_for() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    sim.actuators["bp2"].auto = False
+    assert sim.control("switchover", "s1", to="bp2").ok
+    assert sim.producer() == "bp2"  # bp1 acknowledged, bp2 was sent producer at epoch 2
+    _dry_run(sim, "bp2", "unknown")  # its actuator restarts in dry-run before applying it
+    sim.process("bp2")  # it only reports what it would do: role unknown, pending producer
+    abandoned = [e for e in sim.events if e.kind == "abandoned"]
+    assert len(abandoned) == 1 and "bp2's actuator is in dry-run" in abandoned[0].reason
+    # bp2 was sent producer, but a dry-run actuator applied nothing: the pool is not left waiting.
+    assert sim.producer() == "bp1" and sim.actuators["bp1"].role == "producer"
+    assert [(c.node, c.role, c.epoch) for c in sim.producer_commands()][-1] == ("bp1", "producer", 3)
+    assert any(
+        e.kind == "alert" and e.reason.startswith("not waiting for bp2: its actuator is in dry-run")
+        for e in sim.events
+    )
+
+
+def test_a_dry_run_node_that_runs_producer_holds_the_promotion_until_it_stops() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80}, initial="bp2")
+    act = sim.actuators["bp1"]  # forging by hand, its actuator being tried out in dry-run
+    act.dry_run, act.fence_after, act.role = True, 0.0, "producer"
+    sim.start()
+    sim.run(60)
+    assert sim.producer() is None, "bp2 must not be promoted while bp1 forges"
+    reasons = [e.reason for e in sim.events if e.kind == "alert"]
+    assert any("bp1's actuator is in dry-run and reports its node runs producer" in r for r in reasons)
+    assert any("demote it by hand" in r and "waiting for bp1" in r for r in reasons)
+    act.role = "relay"  # the operator demoted it by hand
+    sim.publish_state("bp1")
+    assert sim.producer() == "bp2" and sim.overlaps == []
+
+
+def test_a_node_mid_demotion_is_not_taken_for_a_rogue_producer() -> None:
+    sim = Sim(nodes={"bp1": 100, "bp2": 90, "bp3": 80})
+    sim.bootstrapped()
+    bp1 = sim.actuators["bp1"]
+    bp1.auto = False
+    assert sim.control("failover", "f1", to="bp2", force=True).ok
+    assert sim.decider.view(POOL).transition is None  # done: bp2 is producer at epoch 2
+    # bp1 applies relay at epoch 2; while it does, it still says producer (epoch stored first).
+    bp1.epoch, bp1.pending = 2, "relay"
+    sim.publish_state("bp1")
+    sim.run(5)
+    assert not any("rogue" in e.reason or "without our command" in e.reason for e in sim.events)
+    assert max(c.epoch for _, c in sim.roles) == 2, "no resync at a higher epoch"
+    bp1.pending = None  # had it finished as producer, that would be a rogue producer
+    sim.publish_state("bp1")
+    sim.run(2)
+    assert any("bp1 reports producer at epoch 2" in e.reason for e in sim.events)

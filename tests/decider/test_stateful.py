@@ -12,6 +12,8 @@ fake nodes are never producer at the same instant.
 
 from __future__ import annotations
 
+import os
+
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
@@ -143,6 +145,11 @@ class DeciderWorld(RuleBasedStateMachine):
     def actuator_speed(self, name: str, auto: bool) -> None:
         self.sim.actuators[name].auto = auto
 
+    @rule(name=node, on=st.booleans())
+    def actuator_reports_pending(self, name: str, on: bool) -> None:
+        """The actuator reports "applying <role>" (old role, old epoch) before each apply."""
+        self.sim.actuators[name].report_pending = on
+
     @rule(name=node, broken=st.booleans())
     def promotion_breaks(self, name: str, broken: bool) -> None:
         self.sim.actuators[name].fail_promote = broken
@@ -214,8 +221,9 @@ class DeciderWorld(RuleBasedStateMachine):
             self.sim.control("maintenance", f"m-{self.sim.clock.mono}", node=name, enabled=on)
 
 
+# DECIDER_STATEFUL_EXAMPLES=5000 for a longer search than the default run.
 DeciderWorld.TestCase.settings = settings(
-    max_examples=300,
+    max_examples=int(os.environ.get("DECIDER_STATEFUL_EXAMPLES", "300")),
     stateful_step_count=60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
