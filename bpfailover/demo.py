@@ -38,12 +38,14 @@ from broker.mosquitto import find_mosquitto
 POOL = "demo"
 NODES = ("bp1", "bp2")
 
-# Compressed timings. The decider refuses a configuration where
-# stale_after <= fence_after + keepalive + fence_margin, and so must the demo.
+# Compressed timings. The decider refuses a configuration where stale_after is not above
+# the actuators' advertised fence time + keepalive + fence_margin; the actuators advertise
+# max(fence_after, 2 x keepalive) + 2 x apply_timeout + 1 s = 10 + 2 + 1 = 13 s here,
+# so 13 + 5 + 1 = 19 s < stale_after.
 KEEPALIVE = 5  # the MQTT minimum the settings accept
-FENCE_AFTER = 2
+FENCE_AFTER = 10
 FENCE_MARGIN = 1
-STALE_AFTER = 10
+STALE_AFTER = 20
 TIMINGS = {
     "BPF_MQTT__KEEPALIVE": str(KEEPALIVE),
     "BPF_MQTT__CONNECT_TIMEOUT": "5",
@@ -53,7 +55,7 @@ TIMINGS = {
     "BPF_PUBLISHER__SLOT_LENGTH": "0.02",
     "BPF_PUBLISHER__INTERVAL": "0.5",
     "BPF_ACTUATOR__FENCE_AFTER": str(FENCE_AFTER),
-    "BPF_ACTUATOR__APPLY_TIMEOUT": "5",
+    "BPF_ACTUATOR__APPLY_TIMEOUT": "1",
     "BPF_ACTUATOR__APPLY_RETRIES": "2",
     "BPF_DECIDER__STALE_AFTER": str(STALE_AFTER),
     "BPF_DECIDER__FENCE_MARGIN": str(FENCE_MARGIN),

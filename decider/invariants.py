@@ -46,8 +46,9 @@ def check_invariants(settings: DeciderSettings, keepalive: float, fence_after: f
         total = fence_after + keepalive + s.fence_margin
         if not s.stale_after > total:
             raise ConfigError(
-                f"decider.stale_after ({s.stale_after:g}s) must exceed actuator.fence_after "
-                f"({fence_after:g}s) + mqtt.keepalive ({keepalive:g}s) + decider.fence_margin "
+                f"decider.stale_after ({s.stale_after:g}s) must exceed the actuators' fence time "
+                f"({fence_after:g}s: max(fence_after, 2 x keepalive) + demotion time) "
+                f"+ mqtt.keepalive ({keepalive:g}s) + decider.fence_margin "
                 f"({s.fence_margin:g}s) = {total:g}s"
             )
 

@@ -157,7 +157,15 @@ class DeciderService:
         if not config.pools:
             raise ConfigError("no [[pools]] configured: the decider needs at least one pool with its nodes")
         settings = config.decider
-        fence_after = config.actuator.fence_after if "actuator" in config.model_fields_set else None
+        fence_after = None
+        if "actuator" in config.model_fields_set:
+            # Judge by what such an actuator will advertise (its real worst case), not the raw key.
+            from actuator.fence import advertised_fence_after
+            from actuator.methods.base import demotion_bound
+
+            fence_after = advertised_fence_after(
+                config.actuator.fence_after, config.mqtt.keepalive, demotion_bound(config.actuator)
+            )
         check_invariants(settings, config.mqtt.keepalive, fence_after)
         self.decider_id = settings.id or "decider"
         try:

@@ -199,8 +199,8 @@ def test_node_states_with_fence_after_too_long_for_stale_after_are_flagged() -> 
             {"stale_after": 60},
             30,
             120,
-            "decider.stale_after (60s) must exceed actuator.fence_after (120s) + mqtt.keepalive (30s) "
-            "+ decider.fence_margin (10s) = 160s",
+            "decider.stale_after (60s) must exceed the actuators' fence time (120s: max(fence_after, "
+            "2 x keepalive) + demotion time) + mqtt.keepalive (30s) + decider.fence_margin (10s) = 160s",
         ),
     ],
 )

@@ -141,7 +141,14 @@ def test_timings_satisfy_the_decider_invariants(
     config = load_config(tmp_path / "decider.toml")
     node = services["bp1-actuator"]["environment"]
     assert node["BPF_MQTT__KEEPALIVE"] == services["decider"]["environment"]["BPF_MQTT__KEEPALIVE"]
-    check_invariants(config.decider, config.mqtt.keepalive, float(node["BPF_ACTUATOR__FENCE_AFTER"]))
+    from actuator.fence import advertised_fence_after
+
+    fence = advertised_fence_after(
+        float(node["BPF_ACTUATOR__FENCE_AFTER"]),
+        config.mqtt.keepalive,
+        2 * float(node["BPF_ACTUATOR__APPLY_TIMEOUT"]),  # the bundle sets a stop_command
+    )
+    check_invariants(config.decider, config.mqtt.keepalive, fence)
 
 
 def test_dockerfile_installs_every_component_package() -> None:

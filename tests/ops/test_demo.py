@@ -123,4 +123,11 @@ def test_demo_timings_respect_the_decider_invariants() -> None:
         fence_margin=float(t["BPF_DECIDER__FENCE_MARGIN"]),
         apply_timeout=float(t["BPF_DECIDER__APPLY_TIMEOUT"]),
     )
-    check_invariants(settings, float(t["BPF_MQTT__KEEPALIVE"]), float(t["BPF_ACTUATOR__FENCE_AFTER"]))
+    from actuator.fence import advertised_fence_after
+
+    keepalive = float(t["BPF_MQTT__KEEPALIVE"])
+    # What the demo's actuators advertise (stop_command is set in the bundle: two windows).
+    fence = advertised_fence_after(
+        float(t["BPF_ACTUATOR__FENCE_AFTER"]), keepalive, 2 * float(t["BPF_ACTUATOR__APPLY_TIMEOUT"])
+    )
+    check_invariants(settings, keepalive, fence)
