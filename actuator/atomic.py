@@ -12,7 +12,9 @@ import errno
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_dir(folder: Path) -> None:
@@ -27,17 +29,21 @@ def fsync_dir(folder: Path) -> None:
 def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically; keep its permissions unless ``mode`` is given."""
     path = Path(path)
-    folder = path.parent
     if mode is None:
         try:
             mode = path.stat().st_mode & 0o7777
         except FileNotFoundError:
             mode = 0o644
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    _replace_with(path, lambda handle: handle.write(data), mode)
+
+
+def _replace_with(path: Path, fill: Callable[[BinaryIO], object], mode: int) -> None:
+    """Write a temporary file beside ``path`` with ``fill``, fsync it, rename it over ``path``."""
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+            fill(handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.chmod(tmp, mode)
@@ -46,7 +52,7 @@ def atomic_write(path: Path, data: bytes, *, mode: int | None = None) -> None:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
-    fsync_dir(folder)
+    fsync_dir(path.parent)
 
 
 def atomic_move(src: Path, dst: Path) -> None:
@@ -62,20 +68,8 @@ def atomic_move(src: Path, dst: Path) -> None:
     except OSError as exc:
         if exc.errno != errno.EXDEV:
             raise
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent)
-        tmp = Path(tmp_name)
-        try:
-            with os.fdopen(fd, "wb") as out, open(src, "rb") as source:
-                shutil.copyfileobj(source, out)
-                out.flush()
-                os.fsync(out.fileno())
-            shutil.copymode(src, tmp)
-            os.replace(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        fsync_dir(dst.parent)
+        with open(src, "rb") as source:
+            _replace_with(dst, lambda out: shutil.copyfileobj(source, out), src.stat().st_mode & 0o7777)
         src.unlink()
     else:
         fsync_dir(dst.parent)

@@ -34,6 +34,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from bpfailover.settings import ActuatorSettings
+
 FENCE_SLACK = 1.0  # seconds: the service loop noticing the fence is due, the state file write
 
 
@@ -47,6 +49,13 @@ def advertised_fence_after(fence_after: float, keepalive: float, demotion_bound:
     if fence_after <= 0:
         return 0.0
     return effective_fence_after(fence_after, keepalive) + demotion_bound + FENCE_SLACK
+
+
+def advertised_for(settings: ActuatorSettings, keepalive: float) -> float:
+    """What an actuator with these settings advertises; the decider checks its timings with it."""
+    from actuator.methods.base import demotion_bound
+
+    return advertised_fence_after(settings.fence_after, keepalive, demotion_bound(settings))
 
 
 @dataclass

@@ -17,9 +17,8 @@ import uuid
 from collections.abc import Callable
 
 from actuator.controller import RoleController
-from actuator.fence import FENCE_SLACK, FenceTimer, advertised_fence_after
+from actuator.fence import FENCE_SLACK, FenceTimer, advertised_for
 from actuator.methods import build_method
-from actuator.methods.base import demotion_bound
 from actuator.policy import CommandRejected, Expected, check_command
 from actuator.state import StateStore
 from bpfailover.link import BrokerRefused, Incoming, LinkEvent, MqttLink, PublishError, make_client_id
@@ -68,7 +67,7 @@ class ActuatorService:
         )
         self.fence = FenceTimer(s.fence_after, config.mqtt.keepalive, clock)
         # What NodeState.fence_after promises the decider: last broker contact -> node demoted, at most.
-        self.fence_promise = advertised_fence_after(s.fence_after, config.mqtt.keepalive, demotion_bound(s))
+        self.fence_promise = advertised_for(s, config.mqtt.keepalive)
         self._log_fence_settings()
         self.rejections = Rejections("actuator", log)
         self._will_epoch = self.controller.epoch

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actuator.atomic import atomic_write
 from bpfailover.topics import NodeName, PoolId
-from bpfailover.wire import Role
+from bpfailover.wire import Role, summarise
 
 STATE_FILE = "actuator-state.json"
 
@@ -63,9 +63,9 @@ class StateStore:
         try:
             state = StoredState.model_validate_json(raw)
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "content"
-            raise StateCorrupt(f"state file {self.path} is corrupt ({where}: {first['msg'][:120]})") from None
+            raise StateCorrupt(
+                f"state file {self.path} is corrupt ({summarise(exc, 'content')[:160]})"
+            ) from None
         if (state.pool, state.node) != (self.pool, self.node):
             raise StateCorrupt(
                 f"state file {self.path} belongs to {state.pool}/{state.node}, not {self.pool}/{self.node}"

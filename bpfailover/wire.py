@@ -169,9 +169,10 @@ M = TypeVar("M", bound=WireModel)
 NODE_MESSAGES = (TipReport, RoleCommand, NodeState)
 
 
-def _summarise(error: ValidationError) -> str:
+def summarise(error: ValidationError, what: str = "payload") -> str:
+    """The first validation error in one line: ``where: message (+N more)``."""
     first = error.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    where = ".".join(str(p) for p in first["loc"]) or what
     more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
     return f"{where}: {first['msg']}{more}"
 
@@ -185,7 +186,7 @@ def decode(model: type[M], payload: bytes, *, pool: str | None = None, node: str
     except ValidationError as exc:
         if any(e["type"] == "json_invalid" for e in exc.errors()):
             raise PayloadRejected("malformed", "payload is not valid JSON") from None
-        raise PayloadRejected("schema", f"{model.__name__} {_summarise(exc)}") from None
+        raise PayloadRejected("schema", f"{model.__name__} {summarise(exc)}") from None
     got_pool: Any = getattr(message, "pool", None)
     if pool is not None and got_pool is not None and got_pool != pool:
         raise PayloadRejected("topic_mismatch", f"payload pool {got_pool!r} but topic pool {pool!r}")

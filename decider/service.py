@@ -160,12 +160,9 @@ class DeciderService:
         fence_after = None
         if "actuator" in config.model_fields_set:
             # Judge by what such an actuator will advertise (its real worst case), not the raw key.
-            from actuator.fence import advertised_fence_after
-            from actuator.methods.base import demotion_bound
+            from actuator.fence import advertised_for
 
-            fence_after = advertised_fence_after(
-                config.actuator.fence_after, config.mqtt.keepalive, demotion_bound(config.actuator)
-            )
+            fence_after = advertised_for(config.actuator, config.mqtt.keepalive)
         check_invariants(settings, config.mqtt.keepalive, fence_after)
         self.decider_id = settings.id or "decider"
         try:

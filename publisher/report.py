@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from bpfailover.wire import TipReport
+from bpfailover.wire import TipReport, summarise
 from publisher.chain import Chain
 from publisher.sources.base import SourceError, TipSample, one_line
 
@@ -63,41 +63,35 @@ class TipReporter:
             try:
                 report = self._ok_report(outcome, now)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                outcome = SourceError(f"source gave an unusable tip: {where}: {first['msg']}")
+                outcome = SourceError(f"source gave an unusable tip: {summarise(exc, 'tip')}")
             else:
                 return report, self._health(True, outcome) if new_sample else None
-        report = TipReport(
-            pool=self.pool,
-            node=self.node,
-            boot=self.boot,
-            seq=self.seq,
-            sent_at=now,
-            ok=False,
-            error=one_line(str(outcome)),
-            network=self.chain.network,
-            source=self.source,
-        )
+        report = TipReport(**self._identity(now), ok=False, error=one_line(str(outcome)))
         return report, self._health(False, outcome) if new_sample else None
+
+    def _identity(self, now: float) -> dict[str, Any]:
+        """The fields every report carries, ok or not."""
+        return {
+            "pool": self.pool,
+            "node": self.node,
+            "boot": self.boot,
+            "seq": self.seq,
+            "sent_at": now,
+            "network": self.chain.network,
+            "source": self.source,
+        }
 
     def _ok_report(self, tip: TipSample, now: float) -> TipReport:
         # tip_time comes from the slot alone; a tip that has not moved keeps its time.
         tip_time = self._tip_time if tip.same_tip(self._tip) else self.chain.time_of(tip.slot)
         report = TipReport(
-            pool=self.pool,
-            node=self.node,
-            boot=self.boot,
-            seq=self.seq,
-            sent_at=now,
+            **self._identity(now),
             ok=True,
             slot=tip.slot,
             block=tip.block,
             epoch=tip.epoch,
             hash=tip.hash,
             tip_time=tip_time,
-            network=self.chain.network,
-            source=self.source,
             forging=tip.forging,
             kes_periods_left=tip.kes_periods_left,
             peers=tip.peers,

@@ -141,14 +141,14 @@ def test_timings_satisfy_the_decider_invariants(
     config = load_config(tmp_path / "decider.toml")
     node = services["bp1-actuator"]["environment"]
     assert node["BPF_MQTT__KEEPALIVE"] == services["decider"]["environment"]["BPF_MQTT__KEEPALIVE"]
-    from actuator.fence import advertised_fence_after
+    from actuator.fence import advertised_for
 
-    fence = advertised_fence_after(
-        float(node["BPF_ACTUATOR__FENCE_AFTER"]),
-        config.mqtt.keepalive,
-        2 * float(node["BPF_ACTUATOR__APPLY_TIMEOUT"]),  # the bundle sets a stop_command
+    for key, value in node.items():
+        monkeypatch.setenv(key, str(value))
+    actuator = load_config(tmp_path / "nodes" / "bp1.toml")  # what bp1's actuator will advertise
+    check_invariants(
+        config.decider, config.mqtt.keepalive, advertised_for(actuator.actuator, actuator.mqtt.keepalive)
     )
-    check_invariants(config.decider, config.mqtt.keepalive, fence)
 
 
 def test_dockerfile_installs_every_component_package() -> None:

@@ -109,7 +109,7 @@ def test_missing_mosquitto_is_one_clear_message_and_exit_2(
     assert "needs the mosquitto broker" in err and "apt-get install mosquitto" in err
 
 
-def test_demo_timings_respect_the_decider_invariants() -> None:
+def test_demo_timings_respect_the_decider_invariants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bpfailover.settings import DeciderSettings
     from decider.invariants import check_invariants
 
@@ -123,11 +123,14 @@ def test_demo_timings_respect_the_decider_invariants() -> None:
         fence_margin=float(t["BPF_DECIDER__FENCE_MARGIN"]),
         apply_timeout=float(t["BPF_DECIDER__APPLY_TIMEOUT"]),
     )
-    from actuator.fence import advertised_fence_after
+    from actuator.fence import advertised_for
+    from bpfailover.settings import load_config
+    from broker.bundle import write_bundle
 
-    keepalive = float(t["BPF_MQTT__KEEPALIVE"])
-    # What the demo's actuators advertise (stop_command is set in the bundle: two windows).
-    fence = advertised_fence_after(
-        float(t["BPF_ACTUATOR__FENCE_AFTER"]), keepalive, 2 * float(t["BPF_ACTUATOR__APPLY_TIMEOUT"])
-    )
-    check_invariants(settings, keepalive, fence)
+    # What the demo's actuators advertise: their bundle config with the demo's timings.
+    write_bundle(tmp_path / "b", pool=demo.POOL, nodes=list(demo.NODES), broker_port=18883)
+    for key, value in t.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("BPF_PUBLISHER__SLOT_OFFSET", "0")  # the demo sets it at run time
+    node = load_config(tmp_path / "b" / "nodes" / "bp1.toml")
+    check_invariants(settings, node.mqtt.keepalive, advertised_for(node.actuator, node.mqtt.keepalive))
