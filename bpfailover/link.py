@@ -122,9 +122,11 @@ class MqttLink:
         on_connect: Callable[[], None] | None = None,
         inbox: queue.Queue[Incoming | LinkEvent] | None = None,
         track_contact: bool = False,
+        suffix: str = "",
     ) -> None:
         self.settings = settings
-        self.client_id = settings.client_id or client_id
+        # ``suffix`` tells apart a service's extra connections, also under a configured client_id.
+        self.client_id = (settings.client_id or client_id)[: 64 - len(suffix)] + suffix
         self.subscriptions: list[str] = list(subscriptions)
         self.inbox: queue.Queue[Incoming | LinkEvent] = inbox if inbox is not None else queue.Queue()
         self.connected = threading.Event()
@@ -457,6 +459,18 @@ class MqttLink:
                 self._deliveries[info.mid] = delivery
         return delivery
 
+    def pending(self) -> int:
+        """QoS-1 publishes not yet acknowledged by the broker."""
+        with self._lock:
+            return len(self._deliveries)
+
+    def flush(self, timeout: float) -> bool:
+        """Wait until every publish so far is acknowledged (or refused); False on timeout."""
+        with self._lock:
+            deliveries = list(self._deliveries.values())
+        deadline = time.monotonic() + timeout
+        return all(d.done.wait(max(0.0, deadline - time.monotonic())) for d in deliveries)
+
     def publish_wait(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0
     ) -> None:
@@ -476,27 +490,41 @@ class MqttLink:
         *,
         tick: float | None = None,
         on_tick: Callable[[], None] | None = None,
+        wake_in: Callable[[], float | None] | None = None,
+        on_wake: Callable[[], None] | None = None,
     ) -> None:
         """Hand every inbox item to ``handler`` on this thread until ``stop`` is set.
 
-        An exception from ``handler`` or ``on_tick`` is logged and the loop goes on: one bad
-        message must not stop the ones after it. ``on_tick`` runs at least every ``tick`` seconds.
+        An exception from ``handler``, ``on_tick`` or ``on_wake`` is logged and the loop goes
+        on: one bad message must not stop the ones after it. ``on_tick`` runs at least every
+        ``tick`` seconds; ``on_wake`` runs as soon as ``wake_in()`` (seconds from now, or None
+        for never) comes due, so that a deadline is met to the millisecond, not the tick.
         """
         wait = tick if tick is not None else 0.5
         next_tick = time.monotonic() + wait
         while not stop.is_set():
-            item = self.get(timeout=max(0.0, min(wait, next_tick - time.monotonic())))
+            timeout = min(wait, next_tick - time.monotonic())
+            wake = wake_in() if wake_in is not None else None
+            if wake is not None:
+                timeout = min(timeout, wake)
+            item = self.get(timeout=max(0.0, timeout))
             if item is not None:
-                try:
-                    handler(item)
-                except Exception:
-                    log.exception("error while handling %s (continuing)", getattr(item, "topic", item))
+                self._call(handler, item)
+            if on_wake is not None and wake_in is not None:
+                wake = wake_in()
+                if wake is not None and wake <= 0:
+                    self._call(on_wake)
             if on_tick is not None and time.monotonic() >= next_tick:
                 next_tick = time.monotonic() + wait
-                try:
-                    on_tick()
-                except Exception:
-                    log.exception("error in periodic task (continuing)")
+                self._call(on_tick)
+
+    @staticmethod
+    def _call(fn: Callable[..., None], *args: object) -> None:
+        try:
+            fn(*args)
+        except Exception:
+            what = getattr(args[0], "topic", args[0]) if args else getattr(fn, "__name__", fn)
+            log.exception("error in %s (continuing)", what)
 
     def __enter__(self) -> MqttLink:
         self.start()

@@ -10,13 +10,21 @@ timestamps).
     actions = decider.on_tip("pool1", report, now, retained=False)
     actions = decider.tick(now)
 
-Nothing is decided until the link has been up for startup_grace: retained messages
-and fresh reports arrive meanwhile, then each pool is recovered (``recovery``) and
-evaluated on every message and every tick. While the link is down nothing is decided.
+Nothing is decided until the link has been up for startup_grace and, when the shell
+says it watches for it (``wait_for_read``), everything the broker retained has been
+read (``on_retained_read``): at 10,000 pools that read takes longer than any sensible
+grace, and a pool recovered from half its retained messages would be re-commanded.
+Then each pool is recovered (``recovery``) and evaluated on every message and every
+tick. While the link is down nothing is decided.
+
+Between ticks the core keeps, per pool, the instant its producer's tip goes stale
+(``next_due``): ``due`` evaluates those pools at that instant, so a failover is decided
+within milliseconds of the condition becoming true rather than at the next tick.
 """
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable
 
 from bpfailover.settings import DeciderSettings, PoolSpec
@@ -25,6 +33,8 @@ from decider.actions import Action, PublishStatus
 from decider.emit import build_status
 from decider.model import Context, Now, PoolView
 from decider.pool import PoolMachine
+
+STALE_MARGIN = 0.001  # seconds
 
 
 class Decider:
@@ -36,6 +46,7 @@ class Decider:
         *,
         keepalive: float,
         now: Now,
+        wait_for_read: bool = False,
     ) -> None:
         self.ctx = Context(settings, decider_id, keepalive)
         self.pools: dict[str, PoolMachine] = {}
@@ -45,6 +56,10 @@ class Decider:
         self.started = now
         self.link_up = False
         self.ready_at: float | None = None  # mono time when startup_grace ends
+        self.read_done = not wait_for_read  # everything retained has been read
+        # (wall instant, pool): when a pool's producer goes stale; one live entry per pool.
+        self._due: list[tuple[float, str]] = []
+        self._due_at: dict[str, float] = {}
 
     # --- queries ------------------------------------------------------------------------------
 
@@ -56,7 +71,11 @@ class Decider:
         return self.pools[pool].view
 
     def ready(self, now: Now) -> bool:
-        return self.link_up and self.ready_at is not None and now.mono >= self.ready_at
+        return self.link_up and self.read_done and self.ready_at is not None and now.mono >= self.ready_at
+
+    def next_due(self) -> float | None:
+        """The wall instant of the earliest producer going stale, if any is scheduled."""
+        return self._due[0][0] if self._due else None
 
     # --- inputs -------------------------------------------------------------------------------
 
@@ -73,6 +92,10 @@ class Decider:
         self.link_up = connected
         return []
 
+    def on_retained_read(self) -> None:
+        """The shell saw the end of the retained messages: startup_grace may now end the wait."""
+        self.read_done = True
+
     def on_tip(
         self,
         pool: str,
@@ -83,9 +106,43 @@ class Decider:
         retained: bool = False,
     ) -> list[Action]:
         at = now.wall if received_at is None else received_at
-        if not self.pools[pool].on_tip(report, at, retained):
+        machine = self.pools[pool]
+        if not machine.on_tip(report, at, retained):
             return []
+        if report.node == machine.view.producer:
+            self._schedule(machine, now.wall)
         return self._evaluate(pool, now)
+
+    def _schedule(self, machine: PoolMachine, wall: float) -> None:
+        """Remember when this pool's producer goes stale, unless it is already or sooner kept."""
+        view = machine.view
+        node = view.nodes.get(view.producer) if view.producer is not None else None
+        if node is None or node.tip_time is None:
+            return
+        # Just past the instant: the rule wants an age strictly above stale_after.
+        instant = node.tip_time + self.ctx.settings.stale_after + STALE_MARGIN
+        kept = self._due_at.get(view.id)
+        if instant <= wall or (kept is not None and kept <= instant):
+            return
+        self._due_at[view.id] = instant
+        heapq.heappush(self._due, (instant, view.id))
+
+    def due(self, now: Now) -> list[Action]:
+        """Evaluate the pools whose producer went stale since the last call."""
+        actions: list[Action] = []
+        if not self.ready(now):
+            return actions  # kept: the first evaluation after the wait covers them
+        while self._due and self._due[0][0] <= now.wall:
+            instant, pool = heapq.heappop(self._due)
+            if self._due_at.get(pool) != instant:
+                continue  # superseded by an earlier instant, already handled
+            del self._due_at[pool]
+            machine = self.pools[pool]
+            actions.extend(machine.evaluate(now))
+            # Its producer reported meanwhile, or another node is producer now; if it is still
+            # stale, the tick and the pool's own messages take it from here.
+            self._schedule(machine, now.wall)
+        return actions
 
     def on_state(self, pool: str, state: NodeState, now: Now) -> list[Action]:
         actions = self.pools[pool].on_state(state, now)

@@ -4,9 +4,15 @@ One MqttLink for the work: per configured pool it subscribes to ``tip/+``, ``sta
 ``role/+`` (its own retained commands, read back to recover, and echoed back as proof
 that the broker holds them), ``decider`` (its own retained status) and ``control``.
 Every message is decoded (invalid ones are counted by ``Rejections`` and ignored),
-fed to the core, and the actions the core returns are published: role commands
-retained and signed when ``signing_key`` is set, dry-run commands, statuses and events.
-The core is evaluated on every message and every ``tick``.
+fed to the core, and the actions the core returns are published: statuses and events
+on this link; role and dry-run commands (retained, signed when ``signing_key`` is set)
+on a link of their own, so that a command never waits behind thousands of statuses
+in one connection's queue. The core is evaluated on every message, every ``tick``, and
+at the instant a producer's tip goes stale.
+
+The end of the retained read: the broker queues every retained message of a SUBSCRIBE
+before anything published later, so the first live (not retained) message, or a quiet
+``READ_QUIET`` seconds, says the read is complete; only then may startup_grace end.
 
 Presence: a second, idle connection carries the Last Will — the first pool's
 DeciderStatus with ``online=false``. A Will is fixed when a connection is made, so
@@ -58,6 +64,8 @@ EventListener = Callable[[DecisionEvent], None]
 
 
 METRICS_REFRESH = 2.0  # seconds between refreshes of the per-node gauges
+READ_QUIET = 2.0  # seconds without a message after the SUBACK that end the retained read
+MOSQUITTO_QUEUE = 1020  # mosquitto's default max_queued_messages 1000 plus 20 in flight
 
 
 def wall_and_mono() -> Now:
@@ -121,7 +129,9 @@ class Presence:
                 # A clean disconnect discards the older Will. (Connecting the new link first,
                 # with the same client id, would be a takeover: the broker would publish it.)
                 self.link.stop()
-            self.link = MqttLink(self.config.mqtt, self.client_id, will=(self.topic, status.to_json()))
+            self.link = MqttLink(
+                self.config.mqtt, self.client_id, will=(self.topic, status.to_json()), suffix="-will"
+            )
             try:
                 self.link.start(attempts=1, persistent=True)
             except LinkError as exc:
@@ -180,8 +190,16 @@ class DeciderService:
         self.listeners = list(listeners or [])
         self.rejections = Rejections("decider", log)
         self.core = Decider(
-            settings, config.pools, self.decider_id, keepalive=config.mqtt.keepalive, now=wall_and_mono()
+            settings,
+            config.pools,
+            self.decider_id,
+            keepalive=config.mqtt.keepalive,
+            now=wall_and_mono(),
+            wait_for_read=True,
         )
+        self._read_started: float | None = None  # mono time of the first message or SUBACK seen
+        self._read_last = 0.0  # mono time of the latest retained message
+        self._read_count = 0
         subscriptions: list[str] = []
         for pool in config.pools:
             subscriptions += [
@@ -191,14 +209,10 @@ class DeciderService:
                 self.topics.decider(pool.id),
                 self.topics.control(pool.id),
             ]
-        self.link = MqttLink(
-            config.mqtt, make_client_id("decider", self.decider_id), subscriptions=subscriptions
-        )
-        self.presence = Presence(
-            config,
-            make_client_id("decider", self.decider_id, "will"),
-            self.topics.decider(config.pools[0].id),
-        )
+        client_id = make_client_id("decider", self.decider_id)
+        self.link = MqttLink(config.mqtt, client_id, subscriptions=subscriptions)
+        self.commands = MqttLink(config.mqtt, client_id, suffix="-cmd")
+        self.presence = Presence(config, client_id, self.topics.decider(config.pools[0].id))
         self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
         self.metrics = DeciderMetrics()
         self.listeners.append(self.metrics.observe_event)
@@ -215,8 +229,30 @@ class DeciderService:
             log.info("broker link %s (%s)", item.kind, item.reason)
             actions = self.core.on_link(item.kind == "connected", now)
         else:
+            if not self.core.read_done:
+                self._watch_read(item, now)
             actions = self.dispatch(item, now)
         self.publish(actions)
+
+    def _watch_read(self, item: Incoming | None, now: Now) -> None:
+        """Tell the core when the retained messages are all in (see the module's docstring)."""
+        if not self.link.subscribed.is_set():
+            return
+        if self._read_started is None:
+            self._read_started = self._read_last = now.mono
+        if item is not None and item.retain:
+            self._read_count += 1
+            self._read_last = now.mono
+            return
+        if item is None and now.mono - self._read_last < READ_QUIET:
+            return
+        self.core.on_retained_read()
+        log.info(
+            "read %d retained messages in %.1fs (%s)",
+            self._read_count,
+            self._read_last - self._read_started,
+            "a live message followed" if item is not None else f"then nothing for {READ_QUIET:g}s",
+        )
 
     def dispatch(self, item: Incoming, now: Now) -> list[Action]:
         topic = item.topic
@@ -289,7 +325,7 @@ class DeciderService:
                     command = sign_command(command, self.signing_key)
                 dry = isinstance(action, PublishDryRun)
                 topic = (self.topics.dryrun if dry else self.topics.role)(action.pool, action.node)
-                self.link.publish(topic, command.to_json(), retain=True)
+                self.commands.publish(topic, command.to_json(), retain=True)
                 log.info(
                     "pool=%s node=%s epoch=%d %s%s: %s",
                     action.pool,
@@ -321,7 +357,17 @@ class DeciderService:
         if will is not None:
             self.presence.update(will.status)
 
+    def wake_in(self) -> float | None:
+        """Seconds until a producer's tip goes stale (the serve loop wakes for it)."""
+        due = self.core.next_due()
+        return None if due is None else due - time.time()
+
+    def on_due(self) -> None:
+        self.publish(self.core.due(wall_and_mono()))
+
     def tick(self) -> None:
+        if not self.core.read_done:
+            self._watch_read(None, wall_and_mono())
         self.publish(self.core.tick(wall_and_mono()))
         now = wall_and_mono()
         if self.metrics_served and now.mono >= self._metrics_due:
@@ -336,8 +382,10 @@ class DeciderService:
     def serve(self, stop: threading.Event) -> int:
         try:
             self.link.start(persistent=True)
+            self.commands.start(persistent=True)
         except BrokerRefused as exc:
             log.error("%s", exc)
+            self.link.stop()
             return 1
         pools = ", ".join(p.id for p in self.config.pools)
         settings = self.config.decider
@@ -349,6 +397,7 @@ class DeciderService:
                     "cannot serve metrics on %s:%s: %s", settings.metrics_address, settings.metrics_port, exc
                 )
                 self.link.stop()
+                self.commands.stop()
                 return 1
             self.metrics_served = True
             log.info("metrics on http://%s:%d/metrics", settings.metrics_address, port)
@@ -360,8 +409,25 @@ class DeciderService:
             settings.startup_grace,
             ", dry-run" if settings.dry_run else "",
         )
+        retained = sum(1 + 3 * len(p.nodes) for p in self.config.pools)  # status; role, state, tip
+        if retained > MOSQUITTO_QUEUE:
+            log.warning(
+                "serving %d pools: the broker sends up to %d retained messages at once when the decider "
+                "subscribes; mosquitto drops what does not fit its per-client queue (max_queued_messages, "
+                "1000 by default): set max_queued_messages to at least %d (docs/brokers.md)",
+                len(self.config.pools),
+                retained,
+                retained + 1000,
+            )
         try:
-            self.link.serve(self.handle, stop, tick=settings.tick, on_tick=self.tick)
+            self.link.serve(
+                self.handle,
+                stop,
+                tick=settings.tick,
+                on_tick=self.tick,
+                wake_in=self.wake_in,
+                on_wake=self.on_due,
+            )
         finally:
             self.shutdown()
         return 0
@@ -374,6 +440,8 @@ class DeciderService:
                 topic = self.topics.decider(action.pool)
                 deliveries.append(self.link.publish(topic, action.status.to_json(), retain=True))
         deadline = time.monotonic() + SHUTDOWN_PUBLISH_TIMEOUT
+        if not self.commands.flush(SHUTDOWN_PUBLISH_TIMEOUT):
+            log.warning("%d role commands not acknowledged before exit", self.commands.pending())
         for delivery in deliveries:
             try:
                 delivery.wait(max(0.0, deadline - time.monotonic()))
@@ -381,6 +449,7 @@ class DeciderService:
                 log.warning("could not publish the offline status: %s", exc)
                 break
         self.presence.stop()
+        self.commands.stop()
         self.link.stop()
         self.metrics.close()
         if self.alerts is not None:

@@ -19,7 +19,9 @@ from tests.brokers import wait_for
 class FakeLink:
     made: list[DeciderStatus] = []
 
-    def __init__(self, _settings: object, _client_id: str, *, will: tuple[str, bytes]) -> None:
+    def __init__(
+        self, _settings: object, _client_id: str, *, will: tuple[str, bytes], suffix: str = ""
+    ) -> None:
         FakeLink.made.append(DeciderStatus.model_validate_json(will[1]))
 
     def start(self, **_kw: Any) -> None:

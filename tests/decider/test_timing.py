@@ -1,0 +1,80 @@
+"""When the core decides: at the instant a producer goes stale, and not before the retained read."""
+
+from __future__ import annotations
+
+import pytest
+
+from decider.actions import PublishRole
+from decider.core import STALE_MARGIN, Decider
+from tests.decider.sim import KEEPALIVE, POOL, Sim
+
+
+def _kill_producer(sim: Sim) -> float:
+    """bp1 (the producer) stops reporting; returns the wall instant its tip goes stale."""
+    sim.bootstrapped()
+    sim.run(30)  # rise and min_switch_interval are met long before the failure
+    sim.publishers["bp1"].chain = "dead"
+    tip_time = sim.decider.view(POOL).nodes["bp1"].tip_time
+    assert tip_time is not None
+    return tip_time + sim.settings.stale_after
+
+
+def _keep_standby_fresh(sim: Sim, until_wall: float) -> None:
+    """Advance the clock to ``until_wall`` delivering bp2's reports, without a single tick."""
+    while sim.clock.wall + sim.interval < until_wall:
+        sim.clock.advance(sim.interval)
+        sim.tip("bp2")
+    sim.clock.advance(until_wall - sim.clock.wall)
+
+
+def test_a_stale_producer_is_failed_over_at_the_stale_instant_without_waiting_for_a_tick() -> None:
+    sim = Sim(min_switch_interval=0.0)
+    stale_at = _kill_producer(sim)
+    assert sim.decider.next_due() == pytest.approx(stale_at + STALE_MARGIN)
+
+    _keep_standby_fresh(sim, stale_at)
+    assert sim.decider.due(sim.now) == [], "not stale yet: age equals stale_after"
+
+    sim.clock.advance(STALE_MARGIN)
+    actions = sim.decider.due(sim.now)
+    commands = [a.command for a in actions if isinstance(a, PublishRole)]
+    assert [(c.node, c.role, c.epoch) for c in commands] == [("bp1", "relay", 2)]
+
+
+def test_a_producer_that_keeps_reporting_is_rescheduled_not_failed_over() -> None:
+    sim = Sim()
+    sim.bootstrapped()
+    first = sim.decider.next_due()
+    assert first is not None
+    sim.run(sim.settings.stale_after * 2)  # bp1 reports all along; the due instants pass
+    assert sim.decider.due(sim.now) == []
+    later = sim.decider.next_due()
+    assert later is not None and later > first + sim.settings.stale_after
+    assert sim.producer_commands()[-1].node == "bp1"
+
+
+def test_nothing_is_decided_until_the_retained_read_is_complete() -> None:
+    sim = Sim(startup_grace=10.0)
+    sim.decider = Decider(
+        sim.settings, [sim.spec], "dec-1", keepalive=KEEPALIVE, now=sim.now, wait_for_read=True
+    )
+    sim.start()
+    sim.run(60)  # startup_grace is long over, but the shell has not seen the end of the read
+    assert sim.roles == []
+    assert not sim.decider.ready(sim.now)
+
+    sim.decider.on_retained_read()
+    assert sim.run(5, until=lambda: sim.producer() is not None)
+    assert sim.producer() == "bp1"
+
+
+def test_the_grace_still_holds_when_the_read_completes_first() -> None:
+    sim = Sim(startup_grace=10.0)
+    sim.decider = Decider(
+        sim.settings, [sim.spec], "dec-1", keepalive=KEEPALIVE, now=sim.now, wait_for_read=True
+    )
+    sim.start()
+    started = sim.clock.mono
+    sim.decider.on_retained_read()
+    assert sim.run(30, until=lambda: sim.producer() is not None)
+    assert sim.promoted_at("bp1") == pytest.approx(started + 10.0)
