@@ -123,6 +123,7 @@ class MqttLink:
         inbox: queue.Queue[Incoming | LinkEvent] | None = None,
         track_contact: bool = False,
         suffix: str = "",
+        inflight: int = 20,
     ) -> None:
         self.settings = settings
         # ``suffix`` tells apart a service's extra connections, also under a configured client_id.
@@ -145,6 +146,7 @@ class MqttLink:
         self._latest_mids: set[int] = set()
         self._stopping = False
         self._track_contact = track_contact
+        self._inflight = inflight
         self._client = self._build_client(will)
 
     # --- set-up -----------------------------------------------------------------------------
@@ -215,7 +217,7 @@ class MqttLink:
         return wrapped
 
     def _handle_connect(
-        self, client: paho.Client, _u: object, flags: object, reason: object, _p: object
+        self, client: paho.Client, _u: object, flags: object, reason: object, properties: object
     ) -> None:
         if _is_failure(reason):
             self.refused = _reason_text(reason)
@@ -226,6 +228,10 @@ class MqttLink:
             return
         self.refused = None
         self.last_contact_mono = time.monotonic()
+        # QoS-1 publishes in flight: ours, within the broker's Receive Maximum (MQTT 5), which
+        # paho does not apply by itself; a broker may disconnect a client that exceeds it.
+        allowed = getattr(properties, "ReceiveMaximum", None)
+        client.max_inflight_messages_set(min(self._inflight, allowed) if allowed else self._inflight)
         self._drop_superseded(client)
         self._subscribe(list(self.subscriptions))
         self.connected.set()

@@ -64,6 +64,7 @@ EventListener = Callable[[DecisionEvent], None]
 
 
 METRICS_REFRESH = 2.0  # seconds between refreshes of the per-node gauges
+INFLIGHT = 500  # QoS-1 publishes in flight per connection (paho's default is 20)
 READ_QUIET = 2.0  # seconds without a message after the SUBACK that end the retained read
 MOSQUITTO_QUEUE = 1020  # mosquitto's default max_queued_messages 1000 plus 20 in flight
 
@@ -210,8 +211,9 @@ class DeciderService:
                 self.topics.control(pool.id),
             ]
         client_id = make_client_id("decider", self.decider_id)
-        self.link = MqttLink(config.mqtt, client_id, subscriptions=subscriptions)
-        self.commands = MqttLink(config.mqtt, client_id, suffix="-cmd")
+        # Up to one status and one event per pool at once (recovery, heartbeats): a wide window.
+        self.link = MqttLink(config.mqtt, client_id, subscriptions=subscriptions, inflight=INFLIGHT)
+        self.commands = MqttLink(config.mqtt, client_id, suffix="-cmd", inflight=INFLIGHT)
         self.presence = Presence(config, client_id, self.topics.decider(config.pools[0].id))
         self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
         self.metrics = DeciderMetrics()
