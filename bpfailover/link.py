@@ -190,6 +190,7 @@ class MqttLink:
             client.will_set(will[0], will[1], qos=1, retain=True)
         # Jitter so that a fleet of nodes does not reconnect in lockstep after a broker restart.
         client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=10)  # type: ignore[arg-type]
+        client.max_inflight_messages_set(self._inflight)
         client.on_connect = self._guard(self._handle_connect)
         client.on_disconnect = self._guard(self._handle_disconnect)
         client.on_message = self._guard(self._handle_message)
@@ -229,9 +230,10 @@ class MqttLink:
         self.refused = None
         self.last_contact_mono = time.monotonic()
         # QoS-1 publishes in flight: ours, within the broker's Receive Maximum (MQTT 5), which
-        # paho does not apply by itself; a broker may disconnect a client that exceeds it.
+        # paho does not apply by itself; a broker may disconnect a client that exceeds it. paho's
+        # setter refuses an open connection; nothing is in flight yet (resends come after this).
         allowed = getattr(properties, "ReceiveMaximum", None)
-        client.max_inflight_messages_set(min(self._inflight, allowed) if allowed else self._inflight)
+        client._max_inflight_messages = min(self._inflight, allowed) if allowed else self._inflight
         self._drop_superseded(client)
         self._subscribe(list(self.subscriptions))
         self.connected.set()

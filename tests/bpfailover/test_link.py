@@ -301,3 +301,32 @@ def test_outdated_latest_values_are_not_resent_after_reconnect(broker_factory) -
         assert state not in retained
     finally:
         node.stop()
+
+
+def test_publishes_in_flight_stay_within_the_brokers_receive_maximum(broker, links) -> None:  # type: ignore[no-untyped-def]
+    if broker.protocol != "5":
+        pytest.skip("Receive Maximum is MQTT 5")
+    wide = MqttLink(broker.mqtt_settings("decider"), f"test-wide-{time.monotonic_ns()}", inflight=500)
+    links.append(wide)
+    wide.start(attempts=1)
+    assert wide._client.max_inflight_messages == 20  # mosquitto's default max_inflight_messages
+    narrow = MqttLink(broker.mqtt_settings("decider"), f"test-narrow-{time.monotonic_ns()}", inflight=5)
+    links.append(narrow)
+    narrow.start(attempts=1)
+    assert narrow._client.max_inflight_messages == 5
+
+
+def test_extra_connections_of_one_service_get_distinct_client_ids(broker, links) -> None:  # type: ignore[no-untyped-def]
+    settings = broker.mqtt_settings("decider", client_id="my-decider")
+    main, commands = MqttLink(settings, "ignored"), MqttLink(settings, "ignored", suffix="-cmd")
+    links.extend([main, commands])
+    main.start(attempts=1)
+    commands.start(attempts=1)
+    assert (main.client_id, commands.client_id) == ("my-decider", "my-decider-cmd")
+    # A round trip on each after both connected: a takeover (one client id) would have cut one.
+    topic = Topics(broker.prefix).events(broker.pool)
+    main.publish_wait(topic, b"{}", timeout=5)
+    commands.publish_wait(topic, b"{}", timeout=5)
+    events = [main.inbox.get_nowait().kind for _ in range(main.inbox.qsize())]  # type: ignore[union-attr]
+    events += [commands.inbox.get_nowait().kind for _ in range(commands.inbox.qsize())]  # type: ignore[union-attr]
+    assert events == ["connected", "connected"]
