@@ -104,8 +104,7 @@ def make_bundle(root: Path, pools: int) -> BenchBundle:
     secret.write_text(bundle.loadgen_password + "\n")
     node_rules = render_acl(pool=pool_id(0), nodes=list(NODES), prefix=PREFIX).split("user decider")[0]
     (broker / "acl").write_text(
-        node_rules
-        + "# BENCH ONLY: the decider's rights of `bpfailover init`, for every pool (+);\n"
+        node_rules + "# BENCH ONLY: the decider's rights of `bpfailover init`, for every pool (+);\n"
         "# loadgen plays every publisher and actuator and reads everything.\n"
         "user decider\n"
         f"topic read {PREFIX}/+/tip/+\n"
@@ -123,6 +122,8 @@ def make_bundle(root: Path, pools: int) -> BenchBundle:
     with open(bundle.conf, "a") as handle:
         handle.write("\n# BENCH ONLY: queue without limit rather than drop (see bench/README.md)\n")
         handle.write("max_queued_messages 0\n")
+        handle.write("# As docs/brokers.md advises for many pools: a wider window for QoS-1 publishes\n")
+        handle.write("max_inflight_messages 200\n")
     text = bundle.decider_toml.read_text()
     text = text[: text.index("[[pools]]")]
     entries = [
@@ -146,14 +147,18 @@ class Broker:
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 ["/usr/sbin/mosquitto", "-c", str(self.bundle.conf)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         context = ssl.create_default_context(cafile=str(self.bundle.ca_file))
         deadline = time.monotonic() + 15
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.bundle.port), timeout=1) as sock, \
-                        context.wrap_socket(sock, server_hostname="127.0.0.1"):
+                with (
+                    socket.create_connection(("127.0.0.1", self.bundle.port), timeout=1) as sock,
+                    context.wrap_socket(sock, server_hostname="127.0.0.1"),
+                ):
                     return
             except OSError:
                 if time.monotonic() > deadline or self.process.poll() is not None:
@@ -180,7 +185,8 @@ class Broker:
 def client(bundle: BenchBundle, name: str, *, inflight: int = 1000, keepalive: int = 900) -> paho.Client:
     """A connected, looping paho client as ``loadgen``."""
     c = paho.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"bench-{name}-{uuid.uuid4().hex[:6]}",
+        CallbackAPIVersion.VERSION2,
+        client_id=f"bench-{name}-{uuid.uuid4().hex[:6]}",
         protocol=MQTTProtocolVersion.MQTTv5,
     )
     c.tls_set(ca_certs=str(bundle.ca_file))
@@ -224,14 +230,33 @@ def publish_steady_state(bundle: BenchBundle, pools: list[str], *, epoch: int = 
     infos = []
     for pool in pools:
         for node, role in (("a", "producer"), ("b", "relay")):
-            cmd = sign_command(RoleCommand(pool=pool, node=node, role=role, epoch=epoch, issued_at=now,
-                                           decider=DECIDER_ID, reason="bench steady state"), key)
-            state = NodeState(pool=pool, node=node, boot="bench", online=True, role=role, epoch=epoch,
-                              fence_after=120.0, updated_at=now)
+            cmd = sign_command(
+                RoleCommand(
+                    pool=pool,
+                    node=node,
+                    role=role,
+                    epoch=epoch,
+                    issued_at=now,
+                    decider=DECIDER_ID,
+                    reason="bench steady state",
+                ),
+                key,
+            )
+            state = NodeState(
+                pool=pool,
+                node=node,
+                boot="bench",
+                online=True,
+                role=role,
+                epoch=epoch,
+                fence_after=120.0,
+                updated_at=now,
+            )
             infos.append(c.publish(f"{PREFIX}/{pool}/role/{node}", cmd.to_json(), qos=1, retain=True))
             infos.append(c.publish(f"{PREFIX}/{pool}/state/{node}", state.to_json(), qos=1, retain=True))
-            infos.append(c.publish(f"{PREFIX}/{pool}/tip/{node}", tip_json(pool, node, 1, now), qos=1,
-                                   retain=True))
+            infos.append(
+                c.publish(f"{PREFIX}/{pool}/tip/{node}", tip_json(pool, node, 1, now), qos=1, retain=True)
+            )
     for info in infos:
         info.wait_for_publish(60)
     c.disconnect()
@@ -241,14 +266,18 @@ def publish_steady_state(bundle: BenchBundle, pools: list[str], *, epoch: int = 
 # --- processes -----------------------------------------------------------------------------------
 
 
-def start_component(component: str, config: Path, log: Path, env: dict[str, str] | None = None
-                    ) -> subprocess.Popen[bytes]:
+def start_component(
+    component: str, config: Path, log: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("BPF_")}
     full.update(env or {})
     with open(log, "ab") as handle:
         return subprocess.Popen(
             [sys.executable, "-m", "bpfailover.cli", component, "-c", str(config)],
-            env=full, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True,
+            env=full,
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 

@@ -27,8 +27,9 @@ from bench.common import NODES, PREFIX, BenchBundle, client, pool_id, tip_json
 BLOCK = 10_000
 
 
-def burst(c: paho.Client, pools: list[str], count: int, seq_base: int, shard: int, shards: int
-          ) -> dict[str, object]:
+def burst(
+    c: paho.Client, pools: list[str], count: int, seq_base: int, shard: int, shards: int
+) -> dict[str, object]:
     """``count`` reports over this shard's pools (pool index % shards == shard), in rounds."""
     mine = [p for i, p in enumerate(pools) if i % shards == shard]
     topics = [(p, n, f"{PREFIX}/{p}/tip/{n}") for p in mine for n in NODES]
@@ -48,8 +49,17 @@ def burst(c: paho.Client, pools: list[str], count: int, seq_base: int, shard: in
     return {"first": first, "published": time.time(), "count": count}
 
 
-def steady(c: paho.Client, pools: list[str], *, interval: float, duration: float, fail: int,
-           fail_after: float, fail_spread: float, seq_base: int) -> dict[str, object]:
+def steady(
+    c: paho.Client,
+    pools: list[str],
+    *,
+    interval: float,
+    duration: float,
+    fail: int,
+    fail_after: float,
+    fail_spread: float,
+    seq_base: int,
+) -> dict[str, object]:
     rng = random.Random(42)
     failing = rng.sample(pools[1:], fail)  # pool 0 stays healthy: the other benchmarks use it
     stop_at = {p: fail_after + rng.uniform(0, fail_spread) for p in failing}
@@ -102,8 +112,16 @@ def main() -> None:
     if args.mode == "burst":
         result = burst(c, pools, args.count, args.seq_base, args.shard, args.shards)
     else:
-        result = steady(c, pools, interval=args.interval, duration=args.duration, fail=args.fail,
-                        fail_after=args.fail_after, fail_spread=args.fail_spread, seq_base=args.seq_base)
+        result = steady(
+            c,
+            pools,
+            interval=args.interval,
+            duration=args.duration,
+            fail=args.fail,
+            fail_after=args.fail_after,
+            fail_spread=args.fail_spread,
+            seq_base=args.seq_base,
+        )
     print(json.dumps(result), flush=True)
     c.disconnect()
     c.loop_stop()

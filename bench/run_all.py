@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -129,7 +130,8 @@ def busy_until_idle(pid: int, started: float, timeout: float = 600.0) -> float:
 
 
 def decider_env(**values: Any) -> dict[str, str]:
-    env = {"BPF_DECIDER__ID": DECIDER_ID, "BPF_LOG_LEVEL": "warning"}
+    # Its default log level, as operators run it: a line per recovered pool and per decision.
+    env = {"BPF_DECIDER__ID": DECIDER_ID, "BPF_LOG_LEVEL": "info"}
     # Experiments on the decider without editing it (e.g. a sitecustomize that patches the
     # link): BENCH_DECIDER_PYTHONPATH is put in front of its PYTHONPATH. See RESULTS.md.
     extra_path = os.environ.get("BENCH_DECIDER_PYTHONPATH")
@@ -142,6 +144,9 @@ def decider_env(**values: Any) -> dict[str, str]:
     return env
 
 
+READ_LINE = re.compile(r"read (\d+) retained messages in ([0-9.]+)s")
+
+
 @dataclass
 class Start:
     process: subprocess.Popen[bytes]
@@ -150,14 +155,20 @@ class Start:
     recovered: float  # wall time the last pool published its "recovered" event
     correct: int  # pools recovered as steady with their retained producer (a at epoch 1)
     outcomes: dict[str, tuple[float, str]]
+    read: tuple[int, float] | None  # the decider's own "read N retained messages in X s"
 
 
-def start_decider(bundle: BenchBundle, work: Path, watcher: Watcher, grace: float, label: str,
-                  **settings: Any) -> Start:
+def start_decider(
+    bundle: BenchBundle, work: Path, watcher: Watcher, grace: float, label: str, **settings: Any
+) -> Start:
     """Start a decider and follow its start-up until every pool has recovered."""
     started = time.time()
-    process = start_component("decider", bundle.decider_toml, work / f"decider-{label}.log",
-                              decider_env(startup_grace=grace, **settings))
+    process = start_component(
+        "decider",
+        bundle.decider_toml,
+        work / f"decider-{label}.log",
+        decider_env(startup_grace=grace, **settings),
+    )
     DECIDERS.append(process)
     idle = busy_until_idle(process.pid, started, 600 + grace)
     # Until every pool has recovered, or no pool did for 30 s (an event lost on the way).
@@ -176,14 +187,25 @@ def start_decider(bundle: BenchBundle, work: Path, watcher: Watcher, grace: floa
     outcomes = watcher.recovered_pools(started)
     done = max((at for at, _ in outcomes.values()), default=float("nan"))
     correct = sum(1 for _, reason in outcomes.values() if reason == STEADY)
-    return Start(process, started, idle, done, correct, outcomes)
+    found = READ_LINE.search((work / f"decider-{label}.log").read_text(errors="replace"))
+    read = (int(found[1]), float(found[2])) if found else None
+    return Start(process, started, idle, done, correct, outcomes, read)
 
 
-def report_start(out: Results, key: str, start: Start, grace: float, pools: int,
-                 touched: set[str] | frozenset[str] = frozenset()) -> None:
+def report_start(
+    out: Results,
+    key: str,
+    start: Start,
+    grace: float,
+    pools: int,
+    touched: set[str] | frozenset[str] = frozenset(),
+) -> None:
     """``touched``: pools the benchmarks changed on purpose (failovers), left out of the check."""
     out.add(f"{key}_startup_grace_s", grace)
     out.add(f"{key}_busy_reading_retained_s", round(start.idle - start.started, 2))
+    if start.read is not None:
+        out.add(f"{key}_retained_read_messages", start.read[0])
+        out.add(f"{key}_retained_read_s", start.read[1])
     out.add(f"{key}_all_pools_recovered_s", round(start.recovered - start.started, 2))
     out.add(f"{key}_recovery_after_grace_s", round(start.recovered - start.started - grace, 2))
     kept = {p: o for p, o in start.outcomes.items() if p not in touched}
@@ -197,9 +219,19 @@ def report_start(out: Results, key: str, start: Start, grace: float, pools: int,
 
 def run_counter(bundle: BenchBundle) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "bench.counter", "--bundle", str(bundle.root), "--password",
-         bundle.loadgen_password, "--port", str(bundle.port)],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.counter",
+            "--bundle",
+            str(bundle.root),
+            "--password",
+            bundle.loadgen_password,
+            "--port",
+            str(bundle.port),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert process.stdout is not None
     json.loads(process.stdout.readline())  # ready
@@ -208,14 +240,34 @@ def run_counter(bundle: BenchBundle) -> subprocess.Popen[str]:
 
 def loadgen(bundle: BenchBundle, mode: str, *args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "bench.loadgen", mode, "--bundle", str(bundle.root), "--password",
-         bundle.loadgen_password, "--port", str(bundle.port), "--pools", str(bundle.pools), *args],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "bench.loadgen",
+            mode,
+            "--bundle",
+            str(bundle.root),
+            "--password",
+            bundle.loadgen_password,
+            "--port",
+            str(bundle.port),
+            "--pools",
+            str(bundle.pools),
+            *args,
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
 
 
-def throughput(bundle: BenchBundle, watcher: Watcher, decider: subprocess.Popen[bytes], count: int,
-               out: Results, profile: Path | None = None) -> None:
+def throughput(
+    bundle: BenchBundle,
+    watcher: Watcher,
+    decider: subprocess.Popen[bytes],
+    count: int,
+    out: Results,
+    profile: Path | None = None,
+) -> None:
     """Both consumers are frozen (SIGSTOP) while the backlog is loaded, then thawed together:
     each one's rate is how fast it drains the same backlog."""
     print(f"(a) throughput: {count} TipReports over {2 * bundle.pools} nodes", flush=True)
@@ -224,13 +276,18 @@ def throughput(bundle: BenchBundle, watcher: Watcher, decider: subprocess.Popen[
         os.kill(process.pid, signal.SIGSTOP)
     try:
         shards = 2
-        gens = [loadgen(bundle, "burst", "--count", str(count // shards), "--shard", str(k),
-                        "--shards", str(shards)) for k in range(shards)]
+        gens = [
+            loadgen(
+                bundle, "burst", "--count", str(count // shards), "--shard", str(k), "--shards", str(shards)
+            )
+            for k in range(shards)
+        ]
         sent = [json.loads(g.communicate(timeout=3600)[0].splitlines()[-1]) for g in gens]
         total = sum(int(s["count"]) for s in sent)
         publish_rate = total / (max(s["published"] for s in sent) - min(s["first"] for s in sent))
-        marker = ControlRequest(request_id=f"bench-{uuid.uuid4().hex[:8]}", pool=pool_id(0),
-                                action="resume", requested_by="bench")
+        marker = ControlRequest(
+            request_id=f"bench-{uuid.uuid4().hex[:8]}", pool=pool_id(0), action="resume", requested_by="bench"
+        )
         watcher.client.publish(f"{PREFIX}/{pool_id(0)}/control", marker.to_json(), qos=1).wait_for_publish(60)
         cpu_decider0 = cpu_seconds(decider.pid)
     finally:
@@ -239,14 +296,29 @@ def throughput(bundle: BenchBundle, watcher: Watcher, decider: subprocess.Popen[
             os.kill(process.pid, signal.SIGCONT)
     spy = None
     if isinstance(profile, Path):
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(decider.pid), "-r", "50", "-f", "raw",
-                                "--threads", "-o", str(profile)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(decider.pid),
+                "-r",
+                "50",
+                "-f",
+                "raw",
+                "--threads",
+                "-o",
+                str(profile),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     assert counter.stdout is not None
     counted = json.loads(counter.stdout.readline())
     counter.wait(60)
-    answered = wait_until(lambda: watcher.answered(marker.request_id), 3600,
-                          "the decider's answer to the marker")
+    answered = wait_until(
+        lambda: watcher.answered(marker.request_id), 3600, "the decider's answer to the marker"
+    )
     cpu_decider = cpu_seconds(decider.pid) - cpu_decider0
     if spy is not None:
         spy.send_signal(signal.SIGINT)
@@ -265,9 +337,17 @@ def throughput(bundle: BenchBundle, watcher: Watcher, decider: subprocess.Popen[
     out.add("a_counter_per_cpu_s", round(counted["count"] / counted["cpu"]) if counted["cpu"] else None)
 
 
-def recovery(bundle: BenchBundle, work: Path, watcher: Watcher, old: subprocess.Popen[bytes], grace: float,
-             label: str, out: Results, touched: set[str] | frozenset[str] = frozenset(),
-             **settings: Any) -> subprocess.Popen[bytes]:
+def recovery(
+    bundle: BenchBundle,
+    work: Path,
+    watcher: Watcher,
+    old: subprocess.Popen[bytes],
+    grace: float,
+    label: str,
+    out: Results,
+    touched: set[str] | frozenset[str] = frozenset(),
+    **settings: Any,
+) -> subprocess.Popen[bytes]:
     print(f"(d) recovery: restart with {bundle.pools} pools retained, startup_grace {grace:g}s", flush=True)
     stop(old, signal.SIGTERM)
     start = start_decider(bundle, work, watcher, grace, label, **settings)
@@ -275,19 +355,56 @@ def recovery(bundle: BenchBundle, work: Path, watcher: Watcher, old: subprocess.
     return start.process
 
 
-def latency(bundle: BenchBundle, watcher: Watcher, stale_after: float, fail: int, out: Results,
-            decider: subprocess.Popen[bytes] | None = None, profile: Path | None = None) -> set[str]:
+def latency(
+    bundle: BenchBundle,
+    watcher: Watcher,
+    stale_after: float,
+    fail: int,
+    out: Results,
+    decider: subprocess.Popen[bytes] | None = None,
+    profile: Path | None = None,
+) -> set[str]:
     print(f"(b) decision latency: {fail} producers stop reporting under a steady load", flush=True)
     fail_after, spread = stale_after + 5, 20.0
     duration = fail_after + spread + stale_after + 5
     since = time.time()
-    gen = loadgen(bundle, "steady", "--interval", "10", "--duration", str(duration), "--fail", str(fail),
-                  "--fail-after", str(fail_after), "--fail-spread", str(spread), "--seq-base", "100000")
+    gen = loadgen(
+        bundle,
+        "steady",
+        "--interval",
+        "10",
+        "--duration",
+        str(duration),
+        "--fail",
+        str(fail),
+        "--fail-after",
+        str(fail_after),
+        "--fail-spread",
+        str(spread),
+        "--seq-base",
+        "100000",
+    )
     spy = None
     if profile is not None and decider is not None:
-        spy = subprocess.Popen(["py-spy", "record", "-p", str(decider.pid), "-r", "40", "-f", "raw",
-                                "--threads", "-d", str(int(duration)), "-o", str(profile)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        spy = subprocess.Popen(
+            [
+                "py-spy",
+                "record",
+                "-p",
+                str(decider.pid),
+                "-r",
+                "40",
+                "-f",
+                "raw",
+                "--threads",
+                "-d",
+                str(int(duration)),
+                "-o",
+                str(profile),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     result = json.loads(gen.communicate(timeout=duration + 600)[0].splitlines()[-1])
     if spy is not None:
         spy.wait(120)
@@ -304,8 +421,9 @@ def latency(bundle: BenchBundle, watcher: Watcher, stale_after: float, fail: int
                 issued[pool] = float(cmd["issued_at"])
         return found
 
-    wait_until(lambda: len(first_commands()) >= len(last_tip), 120,
-               "a failover command for every stopped node")
+    wait_until(
+        lambda: len(first_commands()) >= len(last_tip), 120, "a failover command for every stopped node"
+    )
     found = first_commands()
     samples = [found[p] - (last_tip[p] + stale_after) for p in last_tip]
     out.add("b_samples", len(samples))
@@ -348,10 +466,18 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=200_000)
     parser.add_argument("--fail", type=int, default=200)
     parser.add_argument("--stale-after", type=float, default=20.0)
-    parser.add_argument("--grace", type=float, default=60.0,
-                        help="startup_grace: long enough to read all that is retained")
-    parser.add_argument("--short-grace", type=float, default=5.0,
-                        help="a last restart with this (short) grace; 0 to skip")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=2.0,
+        help="startup_grace (the decider also waits until the retained read is complete)",
+    )
+    parser.add_argument(
+        "--short-grace",
+        type=float,
+        default=0.0,
+        help="a last restart with this grace; 0 (the default) skips it",
+    )
     parser.add_argument("--profile", action="store_true", help="py-spy the decider during (a)")
     parser.add_argument("--node-seconds", type=float, default=20.0)
     parser.add_argument("--work", type=Path, default=None)
@@ -374,8 +500,9 @@ def main() -> None:
         out.add("setup_publish_s", round(time.time() - t, 1))
         # Frozen while (a) loads its backlog: a keepalive of 60 s (mosquitto waits 90 s), and
         # no clock-skew check (a backlogged report's received - sent_at is its queueing time).
-        first = start_decider(bundle, work, watcher, args.grace, "first", max_clock_skew=1e9,
-                              mqtt_keepalive=60)
+        first = start_decider(
+            bundle, work, watcher, args.grace, "first", max_clock_skew=1e9, mqtt_keepalive=60
+        )
         decider = first.process
         report_start(out, "first_start", first, args.grace, bundle.pools)
         rss, hwm = rss_mb(decider.pid)
@@ -385,8 +512,9 @@ def main() -> None:
         rss, hwm = rss_mb(decider.pid)
         out.add("c_decider_rss_after_throughput_mb", round(rss, 1))
         out.add("c_decider_peak_rss_mb", round(hwm, 1))
-        decider = recovery(bundle, work, watcher, decider, args.grace, "restart", out,
-                           stale_after=args.stale_after, tick=1)
+        decider = recovery(
+            bundle, work, watcher, decider, args.grace, "restart", out, stale_after=args.stale_after, tick=1
+        )
         rss, _ = rss_mb(decider.pid)
         out.add("c_decider_rss_after_restart_mb", round(rss, 1))
         lat_profile = work / "profile-latency.txt" if args.profile else None
@@ -399,8 +527,7 @@ def main() -> None:
         out.add("broker_rss_mb", round(rss_mb(broker.pid)[0], 1))
         if args.short_grace:
             # Last, because it may leave pools re-commanded: a grace shorter than the read.
-            decider = recovery(bundle, work, watcher, decider, args.short_grace, "short_grace", out,
-                               touched)
+            decider = recovery(bundle, work, watcher, decider, args.short_grace, "short_grace", out, touched)
     finally:
         for process in [decider, *DECIDERS]:
             stop(process)
