@@ -217,7 +217,9 @@ class DeciderService:
         self.presence = Presence(config, client_id, self.topics.decider(config.pools[0].id))
         self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
         self.metrics = DeciderMetrics()
-        self.listeners.append(self.metrics.observe_event)
+        if settings.metrics_port:
+            # Nobody reads the gauges otherwise; at thousands of pools they cost a recovery dearly.
+            self.listeners.append(self.metrics.observe_event)
         self.kes_watch = KesWatch(settings.kes_alert_periods)
         self.alerts = alerts_from_settings(settings.webhook_url, format=settings.webhook_format)
         if self.alerts is not None:
