@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -55,8 +56,9 @@ class PublishError(LinkError):
     """A publish that the broker refused, or that was not acknowledged in time."""
 
 
-@dataclass(frozen=True)
-class Incoming:
+class Incoming(NamedTuple):
+    """One message from the broker (a tuple: made once per message on paho's thread, so cheap)."""
+
     topic: str
     payload: bytes
     retain: bool
@@ -120,7 +122,7 @@ class MqttLink:
         subscriptions: Iterable[str] = (),
         will: tuple[str, bytes] | None = None,
         on_connect: Callable[[], None] | None = None,
-        inbox: queue.Queue[Incoming | LinkEvent] | None = None,
+        inbox: queue.SimpleQueue[Incoming | LinkEvent] | None = None,
         track_contact: bool = False,
         suffix: str = "",
         inflight: int = 20,
@@ -129,7 +131,9 @@ class MqttLink:
         # ``suffix`` tells apart a service's extra connections, also under a configured client_id.
         self.client_id = (settings.client_id or client_id)[: 64 - len(suffix)] + suffix
         self.subscriptions: list[str] = list(subscriptions)
-        self.inbox: queue.Queue[Incoming | LinkEvent] = inbox if inbox is not None else queue.Queue()
+        self.inbox: queue.SimpleQueue[Incoming | LinkEvent] = (
+            inbox if inbox is not None else queue.SimpleQueue()
+        )
         self.connected = threading.Event()
         # Set once the broker acknowledged every subscription of the current connection.
         self.subscribed = threading.Event()

@@ -55,8 +55,21 @@ class Recorder:
         self.sleep_flag.write_text(str(seconds))
 
 
-def running_sleeps(marker: str) -> list[str]:
-    """Pids of ``sleep <marker>`` processes still running (a killed command must leave none)."""
+def running_sleeps(marker: str, within: float = 2.0) -> list[str]:
+    """Pids of ``sleep <marker>`` processes still running ``within`` seconds from now, or none.
+
+    A killed command must leave none, but SIGKILL reaches the group's other processes
+    asynchronously: give the kernel a moment before calling one a survivor.
+    """
+    deadline = time.monotonic() + within
+    while True:
+        found = _sleeps(marker)
+        if not found or time.monotonic() >= deadline:
+            return found
+        time.sleep(0.02)
+
+
+def _sleeps(marker: str) -> list[str]:
     found = []
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:

@@ -164,6 +164,8 @@ class Sim:
         # What the current decider was told: node -> (last state, mono time first seen offline)
         self.seen: dict[str, tuple[NodeState, float | None]] = {}
         self._queue: deque[Callable[[], list[Action]]] = deque()
+        self._outbox: deque[Action] = deque()
+        self._publishing = False
         self.decider = self._new_decider()
         self._next_tips = self.clock.mono
 
@@ -185,31 +187,44 @@ class Sim:
             self._execute(self._queue.popleft()())
 
     def _execute(self, actions: Iterable[Action]) -> None:
-        for action in actions:
-            if isinstance(action, PublishRole):
-                cmd = action.command
-                if cmd.role == "producer" and self.on_promote is not None:
-                    self.on_promote(cmd)
-                self.roles.append((self.clock.mono, cmd))
-                if self.lose_commands:
-                    continue
-                self.held.append(cmd)
-                self.retained[("role", cmd.node)] = cmd
-                if self.echo:
-                    self._deliver(lambda c=cmd: self.decider.on_role(POOL, c, self.now, retained=False))
-                act = self.actuators[cmd.node]
-                if act.connected:
-                    act.inbox.append(cmd)
-                    if act.auto:
-                        self.process(cmd.node)
-            elif isinstance(action, PublishDryRun):
-                self.dryruns.append(action.command)
-                self.retained[("dryrun", action.node)] = action.command
-            elif isinstance(action, PublishStatus):
-                self.statuses.append(action.status)
-                self.retained[("decider", "")] = action.status
-            elif isinstance(action, PublishEvent):
-                self.events.append(action.event)
+        """Publish in order, as the service does: actions that come of publishing these (an
+        actuator applies, the decider answers) are published after all of these, not between."""
+        self._outbox.extend(actions)
+        if self._publishing:
+            return
+        self._publishing = True
+        try:
+            while self._outbox:
+                self._publish(self._outbox.popleft())
+        finally:
+            self._publishing = False
+        self._check_overlap()
+
+    def _publish(self, action: Action) -> None:
+        if isinstance(action, PublishRole):
+            cmd = action.command
+            if cmd.role == "producer" and self.on_promote is not None:
+                self.on_promote(cmd)
+            self.roles.append((self.clock.mono, cmd))
+            if self.lose_commands:
+                return
+            self.held.append(cmd)
+            self.retained[("role", cmd.node)] = cmd
+            if self.echo:
+                self._deliver(lambda c=cmd: self.decider.on_role(POOL, c, self.now, retained=False))
+            act = self.actuators[cmd.node]
+            if act.connected:
+                act.inbox.append(cmd)
+                if act.auto:
+                    self.process(cmd.node)
+        elif isinstance(action, PublishDryRun):
+            self.dryruns.append(action.command)
+            self.retained[("dryrun", action.node)] = action.command
+        elif isinstance(action, PublishStatus):
+            self.statuses.append(action.status)
+            self.retained[("decider", "")] = action.status
+        elif isinstance(action, PublishEvent):
+            self.events.append(action.event)
         self._check_overlap()
 
     def _check_overlap(self) -> None:
