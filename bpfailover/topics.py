@@ -11,12 +11,13 @@ Layout (DESIGN §3), at most 4 levels below the prefix:
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator
 
-ID_PATTERN = re.compile(r"^[a-z0-9_-]{1,32}$")
+ID_CHARS = "[a-z0-9_-]{1,32}"
+ID_PATTERN = re.compile(rf"^{ID_CHARS}$")
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})?$")
 DEFAULT_PREFIX = "bpfailover"
 
@@ -31,13 +32,13 @@ class TopicError(ValueError):
 
 
 def check_id(value: str, what: str = "id") -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
+    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
         raise TopicError(f"invalid {what} {value!r}: use 1-32 characters of a-z, 0-9, '_' and '-'")
     return value
 
 
 def check_prefix(value: str) -> str:
-    if not isinstance(value, str) or not PREFIX_PATTERN.match(value):
+    if not isinstance(value, str) or not PREFIX_PATTERN.fullmatch(value):
         raise TopicError(
             f"invalid topic prefix {value!r}: use one or two levels of letters, digits, '_' and '-'"
         )
@@ -62,9 +63,17 @@ class Topics:
     """Topic names under one prefix."""
 
     prefix: str = DEFAULT_PREFIX
+    _valid: re.Pattern[str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         check_prefix(self.prefix)
+        # Every message's topic is parsed: one match for the usual, valid ones (the checks
+        # below, in one pattern); anything else takes the long way, which says what is wrong.
+        valid = re.compile(
+            rf"{re.escape(self.prefix)}/({ID_CHARS})/"
+            rf"(?:({'|'.join(POOL_KINDS)})|({'|'.join(NODE_KINDS)})/({ID_CHARS}))"
+        )
+        object.__setattr__(self, "_valid", valid)
 
     def node_topic(self, pool: str, kind: NodeKind, node: str) -> str:
         if kind not in NODE_KINDS:
@@ -107,6 +116,10 @@ class Topics:
 
     def parse(self, topic: str) -> Topic:
         """Split a topic under this prefix; raise TopicError for anything else."""
+        match = self._valid.fullmatch(topic)
+        if match is not None:
+            pool, pool_kind, node_kind, node = match.groups()
+            return Topic(pool, pool_kind) if node_kind is None else Topic(pool, node_kind, node)
         head = self.prefix + "/"
         if not topic.startswith(head):
             raise TopicError(f"topic {topic!r} is not under prefix {self.prefix!r}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import zlib
 from datetime import UTC, datetime
 
 from bpfailover.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
@@ -68,7 +69,7 @@ def status_key(view: PoolView) -> tuple[object, ...]:
         view.paused_until,
         view.frozen,
         view.dry_run,
-        tuple(sorted(view.maintenance.items())),
+        tuple(sorted(view.maintenance.items())) if view.maintenance else (),
         None if t is None else (t.kind, t.from_, t.to, t.epoch, t.phase, t.started.wall),
     )
 
@@ -180,4 +181,11 @@ class Outbox:
         view = self.view
         self.actions.append(PublishStatus(view.id, build_status(view, self.ctx, self.now, online=online)))
         view.last_status = status_key(view)
-        view.last_status_mono = self.now.mono
+        if view.last_status_mono is None:
+            # The first status (at recovery, for every pool at once): the next falls due a
+            # little sooner, by a fraction of the interval fixed per pool, so that thousands
+            # of pools do not republish in the same tick every status_interval.
+            spread = zlib.crc32(view.id.encode()) % 1000 / 2000 * self.ctx.settings.status_interval
+            view.last_status_mono = self.now.mono - spread
+        else:
+            view.last_status_mono = self.now.mono

@@ -98,6 +98,9 @@ class Transition:
 
 @dataclass
 class PoolView:
+    """One pool as the decider sees it; changed only through its ``PoolMachine``, which
+    relies on that to know when the pool is settled (see ``decider.pool``)."""
+
     id: str
     nodes: dict[str, NodeView]
     initial_producer: str | None

@@ -4,11 +4,19 @@
 (after startup_grace), expires pauses and maintenance windows, moves a transition on,
 or applies the rule to the steady pool, raises alerts once per condition, and publishes
 the status on change and every status_interval.
+
+Nearly every evaluation finds the pool settled: a fresh producer and standby, nothing in
+progress, every alert as it should be, no status due. That is checked first, without
+building anything (``_settled``), and is then known to hold until new facts come in or
+time alone could change it (a tip going stale, the status falling due): until then
+``evaluate`` returns at once. The view changes only through this machine's methods,
+which is what makes that safe.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from typing import NamedTuple
 
 from bpfailover.settings import PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
@@ -17,6 +25,32 @@ from decider.actions import Action
 from decider.emit import Outbox, status_key
 from decider.invariants import fence_warning
 from decider.model import Command, Context, NodeView, Now, PoolView
+
+SETTLED_MARGIN = 0.01  # seconds
+
+
+class Settled(NamedTuple):
+    """Until when a settled pool stays settled if no new fact comes in."""
+
+    since: Now
+    until_wall: float  # the first tip that keeps it settled goes stale
+    until_mono: float  # the status falls due
+
+    def holds(self, now: Now) -> bool:
+        # A wall clock stepping back makes stale tips fresh again: judge afresh then.
+        return self.since.wall <= now.wall < self.until_wall and self.since.mono <= now.mono < self.until_mono
+
+
+def fence_key(node: str, fence_after: float) -> str:
+    return f"fence:{node}:{fence_after:g}"
+
+
+def skew_key(node: str) -> str:
+    return f"skew:{node}"
+
+
+def dry_run_key(node: str, *, producing: bool) -> str:
+    return f"dryrun:{node}:producer" if producing else f"dryrun:{node}"
 
 
 class PoolMachine:
@@ -29,6 +63,8 @@ class PoolMachine:
             dry_run=dry_run,
         )
         self.answers: OrderedDict[str, tuple[bool, str]] = OrderedDict()
+        # Set by an evaluation that found the pool settled; every new fact clears it.
+        self._settled_until: Settled | None = None
 
     # --- facts in -----------------------------------------------------------------------------
 
@@ -38,6 +74,7 @@ class PoolMachine:
         last = node.last_tip
         if last is not None and last.boot == report.boot and report.seq <= last.seq:
             return False
+        self._settled_until = None
         node.last_tip = report
         usable = report.ok and report.tip_time is not None
         fresh = usable and received_at - report.tip_time <= self.ctx.settings.stale_after  # type: ignore[operator]
@@ -50,6 +87,7 @@ class PoolMachine:
         return True
 
     def on_state(self, state: NodeState, now: Now) -> list[Action]:
+        self._settled_until = None
         node = self.view.nodes[state.node]
         if state.online:
             node.offline_since = None
@@ -78,6 +116,7 @@ class PoolMachine:
 
     def on_role(self, command: RoleCommand, retained: bool, now: Now) -> list[Action]:
         """A role command read back: a retained one at start, or our own echo (delivery proof)."""
+        self._settled_until = None
         view = self.view
         node = view.nodes[command.node]
         current = node.command
@@ -96,6 +135,7 @@ class PoolMachine:
         return []
 
     def on_status(self, status: DeciderStatus, retained: bool) -> None:
+        self._settled_until = None
         view = self.view
         if not view.recovered:
             if retained:
@@ -106,6 +146,7 @@ class PoolMachine:
             view.last_status = None
 
     def on_control(self, request: ControlRequest, now: Now) -> list[Action]:
+        self._settled_until = None
         out = Outbox(self.view, self.ctx, now)
         if not self.view.recovered:
             out.event(
@@ -120,6 +161,7 @@ class PoolMachine:
 
     def on_link_up(self, now: Now) -> None:
         """Our own link came back: what we saw offline is timed from now, to be safe."""
+        self._settled_until = None
         for node in self.view.nodes.values():
             if node.state is not None and not node.state.online:
                 node.offline_since = now.mono
@@ -128,6 +170,12 @@ class PoolMachine:
     # --- evaluation ---------------------------------------------------------------------------
 
     def evaluate(self, now: Now) -> list[Action]:
+        settled = self._settled_until
+        if settled is not None and settled.holds(now):
+            return []
+        self._settled_until = self._settled(now)
+        if self._settled_until is not None:
+            return []
         view, ctx = self.view, self.ctx
         out = Outbox(view, ctx, now)
         if not view.recovered:
@@ -145,6 +193,79 @@ class PoolMachine:
         if interval_due or status_key(view) != view.last_status:
             out.status()
         return out.actions
+
+    def _settled(self, now: Now) -> Settled | None:
+        """Whether evaluating at ``now`` would publish nothing and change nothing, and until when.
+
+        The steady pool — recovered, a fresh producer, nothing in progress, paused or in
+        maintenance, every alert already as it should be, no status due. Anything less usual
+        answers None, and the full evaluation runs. Without new facts, time alone changes
+        the answer only when a fresh tip it relies on goes stale, or the status falls due
+        (nodes not eligible now cannot become so as the clock moves on).
+        """
+        view = self.view
+        if (
+            not view.recovered
+            or view.transition is not None
+            or view.paused
+            or view.maintenance
+            or view.shadow is not None
+            or view.producer is None
+            or view.last_status_mono is None
+        ):
+            return None
+        settings = self.ctx.settings
+        if now.mono - view.last_status_mono >= settings.status_interval:
+            return None
+        producer = view.nodes[view.producer]
+        if producer.tip_time is None or producer.age(now) > settings.stale_after:
+            return None  # a failover to consider
+        fresh_until = producer.tip_time + settings.stale_after
+        ctx = self.ctx
+        alerts = view.alerts
+        standby = False
+        for node in view.nodes.values():
+            name, s = node.name, node.state
+            if s is not None:
+                if s.dry_run:
+                    return None
+                if (
+                    node is not producer
+                    and s.online
+                    and s.role == "producer"
+                    and s.pending is None
+                    and s.epoch >= view.epoch
+                ):
+                    return None  # a rogue producer to re-command
+                if (
+                    fence_warning(name, s.fence_after, settings, ctx.keepalive) is not None
+                    and fence_key(name, s.fence_after) not in alerts
+                ):
+                    return None
+            skewed = node.skew is not None and abs(node.skew) > settings.max_clock_skew
+            if alerts:  # (in a steady pool there are none: no key to format)
+                if skewed != (skew_key(name) in alerts):
+                    return None
+                if (
+                    dry_run_key(name, producing=True) in alerts
+                    or dry_run_key(name, producing=False) in alerts
+                ):
+                    return None  # to be cleared
+            elif skewed:
+                return None
+            c = node.command
+            if c is not None and not c.confirmed and c.issued_mono is not None and not view.dry_run:
+                return None  # may be due for republishing
+            if node is not producer and rule.why_not(view, node, ctx, now) is None:
+                if settings.failback and node.priority > producer.priority:
+                    return None  # a failback to consider
+                standby = True
+                assert node.tip_time is not None  # eligible
+                fresh_until = min(fresh_until, node.tip_time + settings.stale_after)
+        if standby == ("nostandby" in alerts) or status_key(view) != view.last_status:
+            return None
+        # A margin keeps float rounding at the stale instant on the side of judging afresh.
+        return Settled(now, fresh_until - SETTLED_MARGIN, view.last_status_mono + settings.status_interval)
 
     def _expire(self, out: Outbox) -> None:
         view, now = out.view, out.now
@@ -248,13 +369,11 @@ class PoolMachine:
         for node in view.nodes.values():
             s = node.state
             if s is not None:
-                fence_key = f"fence:{node.name}:{s.fence_after:g}"
-                if fence_key not in view.alerts:
-                    warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
-                    if warning is not None:
-                        out.alert(fence_key, warning, to=node.name)
+                warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
+                if warning is not None:
+                    out.alert(fence_key(node.name, s.fence_after), warning, to=node.name)
             self._dry_run_alert(out, node)
-            key = f"skew:{node.name}"
+            key = skew_key(node.name)
             if node.skew is not None and abs(node.skew) > ctx.settings.max_clock_skew:
                 out.alert(
                     key,
@@ -272,14 +391,18 @@ class PoolMachine:
         s = node.state
         producing = s is not None and s.dry_run and s.role == "producer"
         idle = s is not None and s.dry_run and not producing
-        for key, raised in ((f"dryrun:{node.name}:producer", producing), (f"dryrun:{node.name}", idle)):
+        producing_key, idle_key = (
+            dry_run_key(node.name, producing=True),
+            dry_run_key(node.name, producing=False),
+        )
+        for key, raised in ((producing_key, producing), (idle_key, idle)):
             if not raised:
                 out.clear(key)
         if out.view.dry_run or not (producing or idle):
             return
         if producing:
             out.alert(
-                f"dryrun:{node.name}:producer",
+                producing_key,
                 f"{node.name}'s actuator is in dry-run and reports its node runs producer: bpfailover "
                 "cannot demote it, and promotes no other node until it stops; demote it by hand (or, "
                 "if it is dead, `bpfailover failover --force`)",
@@ -287,7 +410,7 @@ class PoolMachine:
             )
         else:
             out.alert(
-                f"dryrun:{node.name}",
+                idle_key,
                 f"{node.name}'s actuator is in dry-run: it applies no command, so {node.name} is never "
                 "promoted, and no change waits for it",
                 to=node.name,
@@ -307,6 +430,7 @@ class PoolMachine:
                 out.command(node.name, c.role, c.epoch, f"republish: not confirmed after {after:g}s")
 
     def status(self, now: Now, *, online: bool) -> list[Action]:
+        self._settled_until = None
         out = Outbox(self.view, self.ctx, now)
         out.status(online=online)
         return out.actions

@@ -36,7 +36,7 @@ def test_parse_rejects_foreign_topics(topic: str) -> None:
         Topics("x").parse(topic)
 
 
-@pytest.mark.parametrize("bad", ["", "a" * 33, "BP1", "bp/1", "bp+1", "bp#", "bp 1"])
+@pytest.mark.parametrize("bad", ["", "a" * 33, "BP1", "bp/1", "bp+1", "bp#", "bp 1", "bp1\n"])
 def test_ids_are_validated(bad: str) -> None:
     with pytest.raises(TopicError):
         check_id(bad, "node name")
@@ -47,3 +47,14 @@ def test_ids_are_validated(bad: str) -> None:
 def test_wildcards_in_prefix_are_refused() -> None:
     with pytest.raises(TopicError):
         Topics("a/+")
+
+
+@pytest.mark.parametrize("topic", ["x/pool1/tip/bp1\n", "x/pool1\n/tip/bp1", "x/pool1/decider\n"])
+def test_parse_rejects_a_trailing_newline_in_any_level(topic: str) -> None:
+    with pytest.raises(TopicError):
+        Topics("x").parse(topic)
+
+
+def test_a_prefix_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(TopicError):
+        Topics("bpfailover\n")

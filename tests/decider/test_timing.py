@@ -78,3 +78,27 @@ def test_the_grace_still_holds_when_the_read_completes_first() -> None:
     sim.decider.on_retained_read()
     assert sim.run(30, until=lambda: sim.producer() is not None)
     assert sim.promoted_at("bp1") == pytest.approx(started + 10.0)
+
+
+def test_pools_recovered_together_republish_their_status_spread_over_the_interval() -> None:
+    from bpfailover.settings import DeciderSettings, PoolNode, PoolSpec
+    from decider.actions import PublishStatus
+    from decider.model import Now
+
+    interval = 30.0
+    settings = DeciderSettings(startup_grace=1.0, status_interval=interval)
+    pools = [PoolSpec(id=f"p{i:03d}", nodes=[PoolNode(name="a"), PoolNode(name="b")]) for i in range(200)]
+    start = Now(1000.0, 1_700_000_000.0)
+    core = Decider(settings, pools, "d", keepalive=KEEPALIVE, now=start)
+    core.on_link(True, start)
+    first = core.tick(Now(start.mono + 1, start.wall + 1))
+    assert len([a for a in first if isinstance(a, PublishStatus)]) == len(pools)  # all recovered at once
+    again: dict[str, float] = {}
+    for second in range(2, int(interval) + 3):
+        for action in core.tick(Now(start.mono + second, start.wall + second)):
+            if isinstance(action, PublishStatus):
+                again.setdefault(action.pool, second - 1)
+    assert sorted(again) == sorted(p.id for p in pools), "every pool republished within the interval"
+    assert all(interval / 2 <= gap <= interval for gap in again.values())
+    per_second = [sum(1 for gap in again.values() if int(gap) == s) for s in range(int(interval) + 1)]
+    assert max(per_second) < len(pools) / 5, f"not spread: {per_second}"
