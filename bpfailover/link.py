@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import paho.mqtt.client as paho
@@ -74,19 +74,31 @@ class LinkEvent:
     session_present: bool = False
 
 
-@dataclass
 class Delivery:
-    """The fate of one QoS-1 publish, filled in from paho's network thread."""
+    """The fate of one QoS-1 publish, filled in from paho's network thread.
 
-    topic: str
-    mid: int
-    done: threading.Event = field(default_factory=threading.Event)
-    refused: str | None = None
+    Every delivery of a link shares the link's condition: a decider publishes thousands at
+    once, and an Event (a lock and a condition) for each of them costs more than the publish.
+    """
+
+    def __init__(self, topic: str, mid: int, settled: threading.Condition) -> None:
+        self.topic = topic
+        self.mid = mid
+        self.refused: str | None = None
+        self.done = False
+        self._settled = settled
+
+    def finish(self, refused: str | None = None) -> None:
+        with self._settled:
+            self.refused = refused
+            self.done = True
+            self._settled.notify_all()
 
     def wait(self, timeout: float) -> None:
         """Block until the broker acknowledged; raise PublishError on refusal or timeout."""
-        if not self.done.wait(timeout):
-            raise PublishError(f"publish to {self.topic} not acknowledged within {timeout:g}s")
+        with self._settled:
+            if not self._settled.wait_for(lambda: self.done, timeout):
+                raise PublishError(f"publish to {self.topic} not acknowledged within {timeout:g}s")
         if self.refused:
             raise PublishError(f"broker refused publish to {self.topic}: {self.refused}")
 
@@ -143,6 +155,7 @@ class MqttLink:
         self.last_contact_mono: float | None = None
         self._on_connect_hook = on_connect
         self._deliveries: dict[int, Delivery] = {}
+        self._settled = threading.Condition()
         self._early: dict[int, str | None] = {}
         self._lock = threading.Lock()
         self._first_connack = threading.Event()
@@ -284,10 +297,9 @@ class MqttLink:
             if delivery is None:
                 self._early[mid] = refused
                 return
-        delivery.refused = refused
         if refused:
             log.error("broker refused publish to %s: %s", delivery.topic, refused)
-        delivery.done.set()
+        delivery.finish(refused)
 
     def _drop_superseded(self, client: paho.Client) -> None:
         """Forget unacknowledged ``latest`` publishes before paho resends them after a reconnect.
@@ -312,8 +324,7 @@ class MqttLink:
                 self._latest_mids.discard(mid)
                 delivery = self._deliveries.pop(mid, None)
                 if delivery is not None:
-                    delivery.refused = "superseded: not resent after reconnect"
-                    delivery.done.set()
+                    delivery.finish("superseded: not resent after reconnect")
         if dropped:
             log.debug("dropped %d outdated unacknowledged publishes after reconnect", len(dropped))
 
@@ -455,20 +466,21 @@ class MqttLink:
         value should also check ``connected`` before publishing.
         """
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        delivery = Delivery(topic, info.mid)
+        delivery = Delivery(topic, info.mid, self._settled)
         if latest:
             with self._lock:
                 self._latest_mids.add(info.mid)
         if info.rc not in (MQTTErrorCode.MQTT_ERR_SUCCESS, MQTTErrorCode.MQTT_ERR_NO_CONN):
-            delivery.refused = paho.error_string(info.rc)
-            delivery.done.set()
+            delivery.finish(paho.error_string(info.rc))
             return delivery
         with self._lock:
-            if info.mid in self._early:
-                delivery.refused = self._early.pop(info.mid)
-                delivery.done.set()
+            early = info.mid in self._early
+            if early:
+                refused = self._early.pop(info.mid)
             else:
                 self._deliveries[info.mid] = delivery
+        if early:
+            delivery.finish(refused)
         return delivery
 
     def pending(self) -> int:
@@ -480,8 +492,8 @@ class MqttLink:
         """Wait until every publish so far is acknowledged (or refused); False on timeout."""
         with self._lock:
             deliveries = list(self._deliveries.values())
-        deadline = time.monotonic() + timeout
-        return all(d.done.wait(max(0.0, deadline - time.monotonic())) for d in deliveries)
+        with self._settled:
+            return self._settled.wait_for(lambda: all(d.done for d in deliveries), timeout)
 
     def publish_wait(
         self, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 10.0

@@ -359,6 +359,8 @@ class PoolMachine:
         standby = rule.candidates(view, ctx, now, exclude={view.producer})
         if standby:
             out.clear("nostandby")
+        elif any(rule.rising(view, n, ctx, now) for n in view.nodes.values() if n.name != view.producer):
+            return  # a standby on its way to `rise` fresh reports: no alarm for it yet
         else:
             out.alert(
                 "nostandby", f"no healthy standby for producer {view.producer}", kind="no_healthy_standby"

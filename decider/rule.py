@@ -20,8 +20,9 @@ class Decision:
     reason: str
 
 
-def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now) -> str | None:
-    """Why ``node`` cannot be promoted now, or None when it is eligible."""
+def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now, *, count_rise: bool = True) -> str | None:
+    """Why ``node`` cannot be promoted now, or None when it is eligible (``count_rise=False``:
+    leaving out the ``rise`` consecutive fresh reports)."""
     s = ctx.settings
     if node.priority <= 0:
         return "priority 0"
@@ -45,9 +46,17 @@ def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now) -> str | Non
         return "no tip"
     if age > s.stale_after:
         return f"tip stale ({age_text(age)} > {s.stale_after:g}s)"
-    if node.fresh_streak < s.rise:
+    if count_rise and node.fresh_streak < s.rise:
         return f"{node.fresh_streak} of {s.rise} consecutive fresh reports"
     return None
+
+
+def rising(view: PoolView, node: NodeView, ctx: Context, now: Now) -> bool:
+    """Eligible but for ``rise``: its last report was fresh, and more are on their way (e.g. a
+    standby whose only report yet is the retained one, right after a decider restart)."""
+    if not 1 <= node.fresh_streak < ctx.settings.rise:
+        return False
+    return why_not(view, node, ctx, now, count_rise=False) is None
 
 
 def rank(node: NodeView) -> tuple[int, float, str]:

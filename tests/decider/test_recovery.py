@@ -152,3 +152,17 @@ def test_nothing_is_decided_before_startup_grace_after_a_restart() -> None:
     restarted = sim.clock.mono
     sim.run(30)
     assert sim.promoted_at("bp2") == restarted + 10.0
+
+
+def test_a_restart_raises_no_standby_alarm_while_the_standby_reports_again() -> None:
+    sim = Sim(startup_grace=2.0)
+    sim.bootstrapped()
+    sim.run(30)
+    assert "no_healthy_standby" not in sim.kinds()
+    sim.restart_decider()  # the standby's only report yet is its retained one: 1 of rise 2
+    sim.run(2 * sim.interval)
+    assert "recovered" in sim.kinds()
+    assert "no_healthy_standby" not in sim.kinds()
+    sim.publishers["bp2"].chain = "dead"  # a standby that really goes away is still reported
+    sim.run(sim.settings.stale_after + 2 * sim.interval)
+    assert "no_healthy_standby" in sim.kinds()
