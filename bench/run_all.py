@@ -350,6 +350,29 @@ def recovery(
 ) -> subprocess.Popen[bytes]:
     print(f"(d) recovery: restart with {bundle.pools} pools retained, startup_grace {grace:g}s", flush=True)
     stop(old, signal.SIGTERM)
+    if label == "restart":
+        # The ceiling of the read: a bare paho client subscribing to what the decider does.
+        bare = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "bench.counter",
+                "--bundle",
+                str(bundle.root),
+                "--password",
+                bundle.loadgen_password,
+                "--port",
+                str(bundle.port),
+                "--retained",
+                str(bundle.pools),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        result = json.loads(bare.stdout.strip().splitlines()[-1])
+        out.add("d_bare_subscriber_retained_messages", result["count"])
+        out.add("d_bare_subscriber_retained_read_s", result["seconds"])
     start = start_decider(bundle, work, watcher, grace, label, **settings)
     report_start(out, f"d_{label}", start, grace, bundle.pools, touched)
     return start.process
