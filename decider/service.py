@@ -257,6 +257,8 @@ class DeciderService:
             self._read_last - self._read_started,
             "a live message followed" if item is not None else f"then nothing for {READ_QUIET:g}s",
         )
+        if item is not None:  # (from a tick, the tick itself goes on to evaluate every pool)
+            self.publish(self.core.tick(now))  # recover now (if the grace is over), not a tick later
 
     def dispatch(self, item: Incoming, now: Now) -> list[Action]:
         topic = item.topic
