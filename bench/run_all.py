@@ -217,47 +217,32 @@ def report_start(
         out.add(f"{key}_other_outcomes_examples", wrong[:3])
 
 
+def bench_command(module: str, bundle: BenchBundle, *args: str) -> list[str]:
+    """The command line of one of the bench's helper processes (as user ``loadgen``)."""
+    return [
+        sys.executable,
+        "-m",
+        f"bench.{module}",
+        *args,
+        "--bundle",
+        str(bundle.root),
+        "--password",
+        bundle.loadgen_password,
+        "--port",
+        str(bundle.port),
+    ]
+
+
 def run_counter(bundle: BenchBundle) -> subprocess.Popen[str]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.counter",
-            "--bundle",
-            str(bundle.root),
-            "--password",
-            bundle.loadgen_password,
-            "--port",
-            str(bundle.port),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    process = subprocess.Popen(bench_command("counter", bundle), stdout=subprocess.PIPE, text=True)
     assert process.stdout is not None
     json.loads(process.stdout.readline())  # ready
     return process
 
 
 def loadgen(bundle: BenchBundle, mode: str, *args: str) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.loadgen",
-            mode,
-            "--bundle",
-            str(bundle.root),
-            "--password",
-            bundle.loadgen_password,
-            "--port",
-            str(bundle.port),
-            "--pools",
-            str(bundle.pools),
-            *args,
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    command = bench_command("loadgen", bundle, mode, "--pools", str(bundle.pools), *args)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
 
 
 def throughput(
@@ -353,19 +338,7 @@ def recovery(
     if label == "restart":
         # The ceiling of the read: a bare paho client subscribing to what the decider does.
         bare = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "bench.counter",
-                "--bundle",
-                str(bundle.root),
-                "--password",
-                bundle.loadgen_password,
-                "--port",
-                str(bundle.port),
-                "--retained",
-                str(bundle.pools),
-            ],
+            bench_command("counter", bundle, "--retained", str(bundle.pools)),
             capture_output=True,
             text=True,
             check=True,
