@@ -32,12 +32,13 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bpfailover.signing import load_signing_key, sign_command
@@ -221,26 +222,22 @@ def tip_json(pool: str, node: str, seq: int, now: float, age: float = 0.0, boot:
     ).encode()
 
 
-def publish_steady_state(bundle: BenchBundle, pools: list[str], *, epoch: int = 1) -> None:
-    """Retained role commands (a producer, b relay, signed), NodeStates (online, applied)
-    and fresh tips for every pool: what a running fleet leaves on the broker."""
-    key = load_signing_key(bundle.root / "keys" / "command-signing.key")
-    c = client(bundle, "steady")
-    now = time.time()
-    infos = []
+def steady_messages(
+    pools: list[str], now: float, *, epoch: int = 1, key: Ed25519PrivateKey | None = None
+) -> Iterator[tuple[str, bytes]]:
+    """(topic, payload) of what a running fleet leaves retained: per node of every pool, its
+    role command (``a`` producer, ``b`` relay; signed with ``key`` if given), its NodeState
+    (online, applied) and a fresh tip."""
     for pool in pools:
         for node, role in (("a", "producer"), ("b", "relay")):
-            cmd = sign_command(
-                RoleCommand(
-                    pool=pool,
-                    node=node,
-                    role=role,
-                    epoch=epoch,
-                    issued_at=now,
-                    decider=DECIDER_ID,
-                    reason="bench steady state",
-                ),
-                key,
+            cmd = RoleCommand(
+                pool=pool,
+                node=node,
+                role=role,
+                epoch=epoch,
+                issued_at=now,
+                decider=DECIDER_ID,
+                reason="bench steady state",
             )
             state = NodeState(
                 pool=pool,
@@ -252,11 +249,19 @@ def publish_steady_state(bundle: BenchBundle, pools: list[str], *, epoch: int = 
                 fence_after=120.0,
                 updated_at=now,
             )
-            infos.append(c.publish(f"{PREFIX}/{pool}/role/{node}", cmd.to_json(), qos=1, retain=True))
-            infos.append(c.publish(f"{PREFIX}/{pool}/state/{node}", state.to_json(), qos=1, retain=True))
-            infos.append(
-                c.publish(f"{PREFIX}/{pool}/tip/{node}", tip_json(pool, node, 1, now), qos=1, retain=True)
-            )
+            yield f"{PREFIX}/{pool}/role/{node}", (sign_command(cmd, key) if key else cmd).to_json()
+            yield f"{PREFIX}/{pool}/state/{node}", state.to_json()
+            yield f"{PREFIX}/{pool}/tip/{node}", tip_json(pool, node, 1, now)
+
+
+def publish_steady_state(bundle: BenchBundle, pools: list[str], *, epoch: int = 1) -> None:
+    """Every pool's steady state (``steady_messages``, signed), retained on the broker."""
+    key = load_signing_key(bundle.root / "keys" / "command-signing.key")
+    c = client(bundle, "steady")
+    infos = [
+        c.publish(topic, payload, qos=1, retain=True)
+        for topic, payload in steady_messages(pools, time.time(), epoch=epoch, key=key)
+    ]
     for info in infos:
         info.wait_for_publish(60)
     c.disconnect()

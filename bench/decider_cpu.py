@@ -33,10 +33,10 @@ import logging
 import pstats
 import time
 
-from bench.common import DECIDER_ID, NODES, PREFIX, pool_id, tip_json
+from bench.common import DECIDER_ID, NODES, PREFIX, pool_id, steady_messages, tip_json
 from bpfailover.link import Incoming
 from bpfailover.settings import BpfConfig, DeciderSettings, PoolSpec
-from bpfailover.wire import NodeState, RoleCommand, TipReport, decode
+from bpfailover.wire import TipReport, decode
 from decider.actions import Action, PublishStatus
 from decider.model import Now
 from decider.service import DeciderService
@@ -116,34 +116,10 @@ def steady_state(service: DeciderService, pools: list[str], clock: Clock) -> Non
     """What a running fleet leaves on the broker, read at start, then every pool recovered."""
     core = service.core
     core.on_link(True, clock.now())
-    retained = []
-    for pool in pools:
-        for node, role in (("a", "producer"), ("b", "relay")):
-            command = RoleCommand(
-                pool=pool,
-                node=node,
-                role=role,
-                epoch=EPOCH,
-                issued_at=clock.wall,
-                decider=DECIDER_ID,
-                reason="bench steady state",
-            )
-            state = NodeState(
-                pool=pool,
-                node=node,
-                boot="bench",
-                online=True,
-                role=role,
-                epoch=EPOCH,
-                fence_after=120.0,
-                updated_at=clock.wall,
-            )
-            for kind, payload in (
-                ("role", command.to_json()),
-                ("state", state.to_json()),
-                ("tip", tip_json(pool, node, 1, clock.wall)),
-            ):
-                retained.append(incoming(f"{PREFIX}/{pool}/{kind}/{node}", payload, clock.wall, retain=True))
+    retained = [
+        incoming(topic, payload, clock.wall, retain=True)
+        for topic, payload in steady_messages(pools, clock.wall, epoch=EPOCH)
+    ]
     feed(service, clock, retained)
     on_read = getattr(core, "on_retained_read", None)
     if on_read is not None:
