@@ -68,10 +68,11 @@ class Incoming(NamedTuple):
 
 @dataclass(frozen=True)
 class LinkEvent:
-    kind: str  # "connected" or "disconnected"
+    kind: str  # "connected", "disconnected", or (with ``mark_subscribed``) "subscribed"
     reason: str
     at_mono: float
     session_present: bool = False
+    link: str = ""  # the client id of the link it happened to (links may share an inbox)
 
 
 class Delivery:
@@ -138,6 +139,7 @@ class MqttLink:
         track_contact: bool = False,
         suffix: str = "",
         inflight: int = 20,
+        mark_subscribed: bool = False,
     ) -> None:
         self.settings = settings
         # ``suffix`` tells apart a service's extra connections, also under a configured client_id.
@@ -164,6 +166,7 @@ class MqttLink:
         self._stopping = False
         self._track_contact = track_contact
         self._inflight = inflight
+        self._mark_subscribed = mark_subscribed
         self._client = self._build_client(will)
 
     # --- set-up -----------------------------------------------------------------------------
@@ -248,16 +251,18 @@ class MqttLink:
         self.last_contact_mono = time.monotonic()
         # QoS-1 publishes in flight: ours, within the broker's Receive Maximum (MQTT 5), which
         # paho does not apply by itself; a broker may disconnect a client that exceeds it. paho's
-        # setter refuses an open connection; nothing is in flight yet (resends come after this).
+        # setter refuses an open connection, hence its attribute; the resends of the next
+        # reconnect are chosen with the value set here, this connection's.
         allowed = getattr(properties, "ReceiveMaximum", None)
-        client._max_inflight_messages = min(self._inflight, allowed) if allowed else self._inflight
+        if hasattr(client, "_max_inflight_messages"):
+            client._max_inflight_messages = min(self._inflight, allowed) if allowed else self._inflight
         self._drop_superseded(client)
         self._subscribe(list(self.subscriptions))
         self.connected.set()
         self._first_connack.set()
         present = bool(getattr(flags, "session_present", False))
         log.info("connected to %s:%s as %s", self.settings.host, self.settings.port, self.client_id)
-        self.inbox.put(LinkEvent("connected", "ok", time.monotonic(), present))
+        self.inbox.put(LinkEvent("connected", "ok", time.monotonic(), present, self.client_id))
         if self._on_connect_hook is not None:
             self._on_connect_hook()
 
@@ -279,7 +284,9 @@ class MqttLink:
                 _reason_text(reason),
                 len(pending),
             )
-            self.inbox.put(LinkEvent("disconnected", _reason_text(reason), time.monotonic()))
+            self.inbox.put(
+                LinkEvent("disconnected", _reason_text(reason), time.monotonic(), link=self.client_id)
+            )
 
     def _handle_message(self, _c: object, _u: object, message: paho.MQTTMessage) -> None:
         now = time.monotonic()
@@ -332,7 +339,7 @@ class MqttLink:
         """Send one SUBSCRIBE for ``topics``; ``subscribed`` is set once every SUBACK is in."""
         if not topics:
             if not self._sub_pending:
-                self.subscribed.set()
+                self._all_subscribed()
             return
         self.subscribed.clear()
         result, mid = self._client.subscribe([(t, 1) for t in topics])
@@ -343,9 +350,15 @@ class MqttLink:
             if mid in self._sub_early:  # the SUBACK beat us here (subscribe from another thread)
                 self._sub_early.discard(mid)
                 if not self._sub_pending:
-                    self.subscribed.set()
+                    self._all_subscribed()
                 return
             self._sub_pending[mid] = topics
+
+    def _all_subscribed(self) -> None:
+        self.subscribed.set()
+        if self._mark_subscribed:
+            # In the inbox's order: what comes after it arrived after the SUBACKs.
+            self.inbox.put(LinkEvent("subscribed", "ok", time.monotonic(), link=self.client_id))
 
     def _handle_subscribe(self, _c: object, _u: object, mid: int, reasons: list[object], _p: object) -> None:
         with self._lock:
@@ -355,7 +368,7 @@ class MqttLink:
             topics = self._sub_pending.pop(mid)
             done = not self._sub_pending
         if done:
-            self.subscribed.set()
+            self._all_subscribed()
         for topic, reason in zip(topics, reasons, strict=False):
             if _is_failure(reason) or (isinstance(reason, ReasonCode) and reason.value >= 0x80):
                 log.error("broker refused subscription to %s: %s", topic, _reason_text(reason))

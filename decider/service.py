@@ -199,7 +199,7 @@ class DeciderService:
             now=wall_and_mono(),
             wait_for_read=True,
         )
-        self._read_started: float | None = None  # mono time of the first message or SUBACK seen
+        self._read_started: float | None = None  # mono time the SUBACKs were in, on this connection
         self._read_last = 0.0  # mono time of the latest retained message
         self._read_count = 0
         subscriptions: list[str] = []
@@ -213,8 +213,14 @@ class DeciderService:
             ]
         client_id = make_client_id("decider", self.decider_id)
         # Up to one status and one event per pool at once (recovery, heartbeats): a wide window.
-        self.link = MqttLink(config.mqtt, client_id, subscriptions=subscriptions, inflight=INFLIGHT)
-        self.commands = MqttLink(config.mqtt, client_id, suffix="-cmd", inflight=INFLIGHT)
+        self.link = MqttLink(
+            config.mqtt, client_id, subscriptions=subscriptions, inflight=INFLIGHT, mark_subscribed=True
+        )
+        # One inbox: the command link's connection events reach the core too (see _link_event).
+        self.commands = MqttLink(
+            config.mqtt, client_id, suffix="-cmd", inflight=INFLIGHT, inbox=self.link.inbox
+        )
+        self._links_up = {self.link.client_id: False, self.commands.client_id: False}
         self.presence = Presence(config, client_id, self.topics.decider(config.pools[0].id))
         self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
         self.metrics = DeciderMetrics()
@@ -231,20 +237,34 @@ class DeciderService:
     def handle(self, item: Incoming | LinkEvent) -> None:
         now = wall_and_mono()
         if isinstance(item, LinkEvent):
-            log.info("broker link %s (%s)", item.kind, item.reason)
-            actions = self.core.on_link(item.kind == "connected", now)
+            actions = self._link_event(item, now)
         else:
             if not self.core.read_done:
                 self._watch_read(item, now)
             actions = self.dispatch(item, now)
         self.publish(actions)
 
+    def _link_event(self, event: LinkEvent, now: Now) -> list[Action]:
+        """Both connections must be up to decide: a command must not wait on a dead link
+        while later ones are decided (they would go out together, in a burst, much later)."""
+        if event.kind == "subscribed":
+            if not self.core.read_done:  # the retained read starts here, in the inbox's order
+                self._read_started, self._read_last, self._read_count = now.mono, now.mono, 0
+            return []
+        which = "role commands" if event.link == self.commands.client_id else "work"
+        log.info("broker link (%s) %s (%s)", which, event.kind, event.reason)
+        if event.link == self.link.client_id and event.kind == "disconnected":
+            self._read_started = None  # a new connection sends everything retained again
+        self._links_up[event.link] = event.kind == "connected"
+        up = all(self._links_up.values())
+        if not up and event.kind == "disconnected" and self.core.link_up:
+            log.warning("deciding nothing until both broker connections are back")
+        return self.core.on_link(up, now)
+
     def _watch_read(self, item: Incoming | None, now: Now) -> None:
         """Tell the core when the retained messages are all in (see the module's docstring)."""
-        if not self.link.subscribed.is_set():
-            return
         if self._read_started is None:
-            self._read_started = self._read_last = now.mono
+            return  # the SUBACKs are not in yet: nothing read so far counts
         if item is not None and item.retain:
             self._read_count += 1
             self._read_last = now.mono
@@ -367,7 +387,9 @@ class DeciderService:
     def wake_in(self) -> float | None:
         """Seconds until a producer's tip goes stale (the serve loop wakes for it)."""
         due = self.core.next_due()
-        return None if due is None else due - time.time()
+        if due is None or not self.core.ready(wall_and_mono()):
+            return None  # not deciding yet: the first tick that may decide covers these pools
+        return due - time.time()
 
     def on_due(self) -> None:
         self.publish(self.core.due(wall_and_mono()))
@@ -447,9 +469,9 @@ class DeciderService:
             if isinstance(action, PublishStatus):
                 topic = self.topics.decider(action.pool)
                 deliveries.append(self.link.publish(topic, action.status.to_json(), retain=True))
-        deadline = time.monotonic() + SHUTDOWN_PUBLISH_TIMEOUT
         if not self.commands.flush(SHUTDOWN_PUBLISH_TIMEOUT):
             log.warning("%d role commands not acknowledged before exit", self.commands.pending())
+        deadline = time.monotonic() + SHUTDOWN_PUBLISH_TIMEOUT
         for delivery in deliveries:
             try:
                 delivery.wait(max(0.0, deadline - time.monotonic()))

@@ -62,7 +62,9 @@ def start(
     )
     view.transition = txn
     view.epoch = epoch
-    # The status goes out first so that a restart finds the transition before its commands.
+    # The status is queued first, but it travels on another connection than the commands: a
+    # crash may leave the commands on the broker without it. Recovery copes with both (without
+    # the status, every other node must acknowledge or be fenced before the promotion).
     out.status()
     out.event(kind, reason, from_=from_, to=to, epoch=epoch, request_id=request_id)
     for name in view.nodes:

@@ -33,6 +33,7 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
+from decider.model import Now
 from decider.service import DeciderService
 from tests.brokers import BrokerHandle, wait_for
 
@@ -530,3 +531,30 @@ def test_metrics_endpoint_and_webhook_report_a_failover(
         ), "the epoch gauge reads 2"
     finally:
         server.shutdown()
+
+
+def test_nothing_is_decided_while_the_role_command_connection_is_down(
+    start_decider: Callable[..., Running], nodes: Callable[..., FakeNode], observer: Observer
+) -> None:
+    bp1, bp2 = nodes("bp1"), nodes("bp2")
+    running = start_decider()
+    service = running.service
+    view = service.core.view(bp1.pool)
+    wait_for(lambda: view.producer == "bp1" and view.transition is None, 10, "bp1 bootstrapped as producer")
+    service.commands.stop()  # only the connection for role commands goes
+    wait_for(lambda: not service.core.link_up, 5, "the decider to notice the command link is down")
+    bp1.stall()
+    wait_for(
+        lambda: service.core.view(bp1.pool).nodes["bp1"].age(service_now()) > FAST["stale_after"] + 1.0,
+        10,
+        "bp1's tip to be stale for a while",
+    )
+    assert [c for c in observer.roles() if c.epoch > 1] == [], "decided while commands could not go out"
+    assert service.core.view(bp1.pool).transition is None
+    service.commands.start(persistent=True)
+    wait_for(lambda: bp2.role == "producer", 10, "the failover once both connections are up")
+    assert (bp1.role, bp1.epoch) == ("relay", 2)
+
+
+def service_now() -> Now:
+    return Now(time.monotonic(), time.time())

@@ -102,3 +102,25 @@ def test_pools_recovered_together_republish_their_status_spread_over_the_interva
     assert all(interval / 2 <= gap <= interval for gap in again.values())
     per_second = [sum(1 for gap in again.values() if int(gap) == s) for s in range(int(interval) + 1)]
     assert max(per_second) < len(pools) / 5, f"not spread: {per_second}"
+
+
+def test_the_serve_loop_is_not_woken_for_stale_producers_while_nothing_may_be_decided() -> None:
+    """A due instant that passed while the link is down must not make the loop spin."""
+    import time
+
+    from bpfailover.settings import BpfConfig, DeciderSettings, PoolNode, PoolSpec
+    from decider.service import DeciderService, wall_and_mono
+
+    pools = [PoolSpec(id="p1", nodes=[PoolNode(name="a"), PoolNode(name="b")])]
+    service = DeciderService(BpfConfig(decider=DeciderSettings(startup_grace=0.0), pools=pools))
+    try:
+        service.core.next_due = lambda: time.time() - 5.0  # type: ignore[method-assign]
+        assert service.wake_in() is None, "link down: not deciding, so not due"
+        service.core.on_link(True, wall_and_mono())
+        service.core.on_retained_read()
+        wake = service.wake_in()
+        assert wake is not None and wake <= 0
+        service.core.on_link(False, wall_and_mono())
+        assert service.wake_in() is None
+    finally:
+        service.presence.stop()
