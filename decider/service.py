@@ -10,9 +10,7 @@ on a link of their own, so that a command never waits behind thousands of status
 in one connection's queue. The core is evaluated on every message, every ``tick``, and
 at the instant a producer's tip goes stale.
 
-The end of the retained read: the broker queues every retained message of a SUBSCRIBE
-before anything published later, so the first live (not retained) message, or a quiet
-``READ_QUIET`` seconds, says the read is complete; only then may startup_grace end.
+Nothing is decided before the retained messages are all read (``decider.retained``).
 
 Presence: a second, idle connection carries the Last Will — the first pool's
 DeciderStatus with ``online=false``. A Will is fixed when a connection is made, so
@@ -55,6 +53,7 @@ from decider.core import Decider
 from decider.invariants import check_invariants
 from decider.metrics import DeciderMetrics
 from decider.model import Now
+from decider.retained import RetainedRead
 
 log = logging.getLogger("bpfailover.decider")
 
@@ -66,7 +65,6 @@ EventListener = Callable[[DecisionEvent], None]
 METRICS_REFRESH = 2.0  # seconds between refreshes of the per-node gauges
 INFLIGHT = 500  # QoS-1 publishes in flight per connection (paho's default is 20)
 BATCH_PAUSE = 0.002  # seconds: take messages in batches under load (MqttLink.serve)
-READ_QUIET = 2.0  # seconds without a message after the SUBACK that end the retained read
 MOSQUITTO_QUEUE = 1020  # mosquitto's default max_queued_messages 1000 plus 20 in flight
 
 
@@ -199,9 +197,7 @@ class DeciderService:
             now=wall_and_mono(),
             wait_for_read=True,
         )
-        self._read_started: float | None = None  # mono time the SUBACKs were in, on this connection
-        self._read_last = 0.0  # mono time of the latest retained message
-        self._read_count = 0
+        self.retained_read = RetainedRead()
         subscriptions: list[str] = []
         for pool in config.pools:
             subscriptions += [
@@ -249,12 +245,12 @@ class DeciderService:
         while later ones are decided (they would go out together, in a burst, much later)."""
         if event.kind == "subscribed":
             if not self.core.read_done:  # the retained read starts here, in the inbox's order
-                self._read_started, self._read_last, self._read_count = now.mono, now.mono, 0
+                self.retained_read.subscribed(now.mono)
             return []
         which = "role commands" if event.link == self.commands.client_id else "work"
         log.info("broker link (%s) %s (%s)", which, event.kind, event.reason)
         if event.link == self.link.client_id and event.kind == "disconnected":
-            self._read_started = None  # a new connection sends everything retained again
+            self.retained_read.lost()  # a new connection sends everything retained again
         self._links_up[event.link] = event.kind == "connected"
         up = all(self._links_up.values())
         if not up and event.kind == "disconnected" and self.core.link_up:
@@ -262,22 +258,13 @@ class DeciderService:
         return self.core.on_link(up, now)
 
     def _watch_read(self, item: Incoming | None, now: Now) -> None:
-        """Tell the core when the retained messages are all in (see the module's docstring)."""
-        if self._read_started is None:
-            return  # the SUBACKs are not in yet: nothing read so far counts
-        if item is not None and item.retain:
-            self._read_count += 1
-            self._read_last = now.mono
-            return
-        if item is None and now.mono - self._read_last < READ_QUIET:
+        """Tell the core when the retained messages are all in (after a message, or a tick)."""
+        read = self.retained_read
+        why = read.over(None if item is None else item.retain, now.mono)
+        if why is None:
             return
         self.core.on_retained_read()
-        log.info(
-            "read %d retained messages in %.1fs (%s)",
-            self._read_count,
-            self._read_last - self._read_started,
-            "a live message followed" if item is not None else f"then nothing for {READ_QUIET:g}s",
-        )
+        log.info("read %d retained messages in %.1fs (%s)", read.count, read.seconds, why)
         if item is not None:  # (from a tick, the tick itself goes on to evaluate every pool)
             self.publish(self.core.tick(now))  # recover now (if the grace is over), not a tick later
 
