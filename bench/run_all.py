@@ -217,6 +217,18 @@ def report_start(
         out.add(f"{key}_other_outcomes_examples", wrong[:3])
 
 
+def profiler(pid: int, out: Path, *, rate: int, seconds: float | None = None) -> subprocess.Popen[bytes]:
+    """py-spy recording ``pid``'s threads into ``out`` (raw stacks), for ``seconds`` or until SIGINT."""
+    command = ["py-spy", "record", "-p", str(pid), "-r", str(rate), "-f", "raw", "--threads", "-o", str(out)]
+    if seconds is not None:
+        command += ["-d", str(int(seconds))]
+    return subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
 def bench_command(module: str, bundle: BenchBundle, *args: str) -> list[str]:
     """The command line of one of the bench's helper processes (as user ``loadgen``)."""
     return [
@@ -279,25 +291,7 @@ def throughput(
         resumed = time.time()
         for process in (decider, counter):
             os.kill(process.pid, signal.SIGCONT)
-    spy = None
-    if isinstance(profile, Path):
-        spy = subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "-p",
-                str(decider.pid),
-                "-r",
-                "50",
-                "-f",
-                "raw",
-                "--threads",
-                "-o",
-                str(profile),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+    spy = profiler(decider.pid, profile, rate=50) if isinstance(profile, Path) else None
     assert counter.stdout is not None
     counted = json.loads(counter.stdout.readline())
     counter.wait(60)
@@ -382,25 +376,7 @@ def latency(
     )
     spy = None
     if profile is not None and decider is not None:
-        spy = subprocess.Popen(
-            [
-                "py-spy",
-                "record",
-                "-p",
-                str(decider.pid),
-                "-r",
-                "40",
-                "-f",
-                "raw",
-                "--threads",
-                "-d",
-                str(int(duration)),
-                "-o",
-                str(profile),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        spy = profiler(decider.pid, profile, rate=40, seconds=duration)
     result = json.loads(gen.communicate(timeout=duration + 600)[0].splitlines()[-1])
     if spy is not None:
         spy.wait(120)
