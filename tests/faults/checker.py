@@ -26,18 +26,17 @@ import json
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from pydantic import ValidationError
 
 from bpfailover.topics import TopicError, Topics
 from bpfailover.wire import DeciderStatus, DecisionEvent, NodeState, RoleCommand, TipReport
+from tests.faults import clients
 
 log = logging.getLogger("tests.faults.checker")
 
@@ -181,13 +180,7 @@ class SplitBrainChecker:
             raise TimeoutError(f"checker: no subscription to the broker within {timeout:g}s")
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.disconnect()
-            self._client.loop_stop()
+        clients.stop(self._stop, self._thread, self._client)
         self.stopped = time.monotonic()
 
     def mark_down(self, node: str) -> None:
@@ -222,14 +215,7 @@ class SplitBrainChecker:
     # --- the broker -----------------------------------------------------------------------------
 
     def _connect(self) -> paho.Client:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"bpf-fault-checker-{uuid.uuid4().hex[:8]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        client.tls_set(ca_certs=str(self._ca_file) if self._ca_file else None)
-        client.username_pw_set(*self._credentials)
-        client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]
+        client = clients.admin_client("checker", self._ca_file, self._credentials)
         pool_filter = f"{self.topics.prefix}/{self.pool}/#"
 
         def on_connect(c: paho.Client, _u: object, _f: object, reason: Any, _p: object = None) -> None:
@@ -248,9 +234,7 @@ class SplitBrainChecker:
         client.on_connect = on_connect
         client.on_subscribe = on_subscribe
         client.on_message = on_message
-        client.connect_async(self._host, self._port, keepalive=5)
-        client.loop_start()
-        return client
+        return clients.connect(client, self._host, self._port)
 
     def _on_message(self, topic: str, payload: bytes, retained: bool) -> None:
         now = time.monotonic()

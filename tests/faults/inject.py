@@ -25,17 +25,16 @@ import json
 import random
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bpfailover.signing import generate_key, sign_command
 from bpfailover.topics import Topics
 from bpfailover.wire import RoleCommand, TipReport
+from tests.faults import clients
 
 KINDS = ("malformed", "schema", "mismatch", "oversized", "unsigned", "forged", "replayed")
 
@@ -76,28 +75,14 @@ class Injector:
         self._forger = generate_key()
 
     def start(self) -> None:
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=f"bpf-fault-injector-{uuid.uuid4().hex[:8]}",
-            protocol=MQTTProtocolVersion.MQTTv5,
+        self._client = clients.connect(
+            clients.admin_client("injector", self.ca_file, self.credentials), self.host, self.port
         )
-        client.tls_set(ca_certs=str(self.ca_file) if self.ca_file else None)
-        client.username_pw_set(*self.credentials)
-        client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)  # type: ignore[arg-type]
-        client.connect_async(self.host, self.port, keepalive=5)
-        client.loop_start()
-        self._client = client
         self._thread = threading.Thread(target=self._run, name="fault-injector", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(5)
-        if self._client is not None:
-            with contextlib.suppress(Exception):
-                self._client.disconnect()
-            self._client.loop_stop()
+        clients.stop(self._stop, self._thread, self._client)
 
     def counts(self) -> dict[str, int]:
         found: dict[str, int] = {}
