@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -41,6 +42,36 @@ class ApplyAborted(Exception):
     """Retries were stopped because the node must fence instead."""
 
 
+class StepOverrun(Exception):
+    """A step did not finish within its time (a hung disk, a stuck call); it is left behind."""
+
+
+def within(seconds: float, step: Callable[[], T], what: str) -> T:
+    """Run ``step`` on a helper thread and wait ``seconds`` for it; raise StepOverrun after that.
+
+    For the steps of a fence that no timeout of their own can bound (a write, an fsync or a
+    rename on a disk that hangs). The step's own exceptions are raised here; a step that
+    overruns keeps running in the background, and its result is ignored.
+    """
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(step())
+        except BaseException as exc:  # handed over to the caller's thread
+            error.append(exc)
+
+    worker = threading.Thread(target=run, name=f"bounded {what}", daemon=True)
+    worker.start()
+    worker.join(max(0.0, seconds))
+    if worker.is_alive():
+        raise StepOverrun(f"{what} did not finish within {seconds:.0f}s")
+    if error:
+        raise error[0]
+    return result[0]
+
+
 @dataclass(frozen=True)
 class Budget:
     """How long one apply may go on: ``abort`` to give way to the fence, ``deadline`` to end in time."""
@@ -60,6 +91,17 @@ class Budget:
     def check(self, what: str) -> None:
         if self.abort is not None and self.abort():
             raise ApplyAborted(f"{what}: stopped to fence")
+
+    def files(self, step: Callable[[], None], what: str) -> None:
+        """Run file steps (writes, renames) within the deadline: a disk that hangs is a failed
+        step (StepFailed), so that a demotion still ends in time, with stop_command."""
+        if self.deadline is None:
+            step()
+            return
+        try:
+            within(self.deadline - time.monotonic(), step, what)
+        except StepOverrun as exc:
+            raise StepFailed(str(exc)) from None
 
     def pause(self, seconds: float) -> None:
         """Wait between attempts, giving up as soon as ``abort`` says so."""

@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from actuator.commands import ApplyAborted
+from actuator.commands import ApplyAborted, StepOverrun, within
 from actuator.methods import ApplyError, Method
 from actuator.methods.base import Abort
 from actuator.policy import Verdict
@@ -27,6 +27,8 @@ from actuator.state import StateCorrupt, StateStore, StoredState
 from bpfailover.wire import AppliedRole, Role
 
 log = logging.getLogger("bpfailover.actuator")
+
+MARK_WAIT = 0.5  # seconds a fence waits for its mark on disk (FENCE_SLACK covers it)
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,9 @@ class RoleController:
             " (fenced)" if self.fenced else "",
         )
         self.converge_relay("stored state says relay")
+        if self.stored is not None and self.stored.pending == "producer" and not self.dry_run:
+            # Half promoted, perhaps forging: demote, and let only a higher epoch promote it again.
+            self.fence("a promotion was interrupted (the actuator stopped during it)")
 
     def needs_demotion(self) -> bool:
         """The stored state says relay but the node is not known to run as relay (a failed demotion)."""
@@ -214,7 +219,14 @@ class RoleController:
     # --- fencing ----------------------------------------------------------------------------
 
     def fence(self, why: str) -> bool:
-        """Demote the node locally, keeping the stored epoch; True when it is now relay."""
+        """Demote the node locally, keeping the stored epoch; True when it is now relay.
+
+        Every step is bounded in time, also on a disk that hangs: the mark on disk is waited
+        for at most MARK_WAIT, and the method's demotion (file steps included) ends within
+        ``demotion_bound``, with ``stop_command`` as its last resort. Whatever happens in
+        between, the node never becomes producer again at this epoch (``policy``: a producer
+        command is carried out once).
+        """
         self._observe()
         if not self.might_forge():
             return True
@@ -222,7 +234,7 @@ class RoleController:
         stored = self.stored
         epoch = stored.epoch if stored else 0
         role: Role = stored.role if stored else "relay"
-        self._store(epoch, role, pending="relay", fenced=True)
+        self._mark(epoch, role, pending="relay")
         done = self._apply("relay", f"fence: {why}", abort=None)
         if done or self.dry_run or self.applied == "relay":
             # Stopped by stop_command also counts: the node no longer forges. A dry-run
@@ -231,8 +243,18 @@ class RoleController:
         if self.applied == "relay":
             self.applied_epoch = epoch  # relay, fenced from the producer at this epoch
         if done:
-            self._store(epoch, role, pending=None, fenced=True)
+            self._mark(epoch, role, pending=None)
         return done
+
+    def _mark(self, epoch: int, role: Role, *, pending: Role | None) -> None:
+        """Record the fence on disk, waiting at most MARK_WAIT: a disk that hangs must not hold up
+        the demotion. Safety does not rest on the mark: without it, a restarted actuator still
+        fences at once (its last contact is kept), and never re-promotes at this epoch (policy)."""
+        try:
+            within(MARK_WAIT, lambda: self._store(epoch, role, pending=pending, fenced=True), "fence mark")
+        except StepOverrun as exc:
+            self.state_error = f"{exc}: the state disk may hang"
+            log.error("%s/%s: %s; demoting anyway", self.pool, self.node, self.state_error)
 
     # --- internals --------------------------------------------------------------------------
 

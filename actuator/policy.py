@@ -5,8 +5,13 @@ not a dry-run command, signature (when a verify key is configured), then the epo
 against the stored epoch and role (DESIGN §7):
 
 - higher epoch  -> ``Verdict("apply")``
-- same epoch, same role -> ``Verdict("confirm")`` (re-report; re-apply only if the node
-  is not in that role, e.g. after a self-fence or an interrupted apply)
+- same epoch, same role -> ``Verdict("confirm")`` (re-report; a relay command re-applies
+  relay on a node not known to run it)
+- same epoch, producer, on a node that does not run producer (it fenced itself, or the
+  promotion failed or was interrupted) -> ``CommandRejected("reapply")``: a producer
+  command is carried out once. After a fence the retained copy at that epoch may be one a
+  rolled-back broker brought back while another node was promoted at a higher epoch;
+  only a higher epoch promotes this node again (the decider re-commands it).
 - lower epoch, or same epoch with another role -> ``CommandRejected``
 """
 
@@ -46,8 +51,10 @@ class Expected:
     verify_key: Ed25519PublicKey | None = None
 
 
-def epoch_rule(command: RoleCommand, stored_epoch: int, stored_role: Role | None) -> Verdict:
-    """Apply the epoch rule; raise CommandRejected for a stale or conflicting command."""
+def epoch_rule(
+    command: RoleCommand, stored_epoch: int, stored_role: Role | None, applied: AppliedRole = "producer"
+) -> Verdict:
+    """Apply the epoch rule; raise CommandRejected for a stale, conflicting or spent command."""
     if command.epoch > stored_epoch:
         return Verdict("apply", command)
     if command.epoch < stored_epoch:
@@ -60,6 +67,12 @@ def epoch_rule(command: RoleCommand, stored_epoch: int, stored_role: Role | None
             "epoch_conflict",
             f"{command.role} at epoch {command.epoch} but {stored_role} was applied at that epoch",
         )
+    if command.role == "producer" and applied != "producer":
+        raise CommandRejected(
+            "reapply",
+            f"producer at epoch {command.epoch} again, but this node left producer at that epoch "
+            f"(it runs {applied}); only a higher epoch promotes it again",
+        )
     return Verdict("confirm", command)
 
 
@@ -70,6 +83,7 @@ def check_command(
     *,
     stored_epoch: int,
     stored_role: Role | None,
+    applied: AppliedRole,
 ) -> Verdict:
     """Decide what to do with one message from the broker; raise CommandRejected if refused."""
     if topic != expected.topic:
@@ -88,7 +102,7 @@ def check_command(
             verify_command(command, expected.verify_key)
         except SignatureError as exc:
             raise CommandRejected(exc.reason, str(exc).split(": ", 1)[-1]) from None
-    return epoch_rule(command, stored_epoch, stored_role)
+    return epoch_rule(command, stored_epoch, stored_role, applied)
 
 
 def needs_apply(verdict: Verdict, applied: AppliedRole) -> bool:

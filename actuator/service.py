@@ -1,10 +1,10 @@
-"""The actuator's I/O shell: MQTT link, NodeState reports, the fencing clock and signals.
+"""The actuator's I/O shell: MQTT link, the boot clock, signals, around ``actuator.core``.
 
-One thread does everything in order: read the link's inbox, check commands with
-``policy``, let the ``controller`` apply them, and after every step ask the fencing
-timer whether a producer has been out of broker contact for ``fence_after``. Only
+One thread does everything in order: check the fence (first, so that a host resuming
+from a suspend fences before it looks at anything that arrived meanwhile), read the
+link's inbox, hand commands and connection events to the core, and tick it. Only
 connecting runs on a thread of its own, so that a slow or refusing broker never holds
-up a fence.
+up a fence. Every connection gets its own Last Will, naming the connection.
 """
 
 from __future__ import annotations
@@ -16,10 +16,13 @@ import time
 import uuid
 from collections.abc import Callable
 
+from actuator.contact import ContactMemory, boot_clock
 from actuator.controller import RoleController
-from actuator.fence import FENCE_SLACK, FenceTimer, advertised_for
+from actuator.core import ActuatorCore, PublishState
+from actuator.fence import FENCE_SLACK
 from actuator.methods import build_method
-from actuator.policy import CommandRejected, Expected, check_command
+from actuator.methods.base import demotion_bound
+from actuator.policy import Expected
 from actuator.state import StateStore
 from bpfailover.link import BrokerRefused, Incoming, LinkEvent, MqttLink, PublishError, make_client_id
 from bpfailover.rejections import Rejections
@@ -32,13 +35,12 @@ log = logging.getLogger("bpfailover.actuator")
 
 TICK = 0.25  # seconds between fencing checks when nothing arrives
 RECONNECT_AFTER_REFUSAL = 30.0
-DEMOTION_RETRY = 60.0  # seconds between further tries of a demotion that failed completely
 SHUTDOWN_PUBLISH_TIMEOUT = 5.0
 CONNECT_SOCKET_TIMEOUTS = 15.0  # paho's TCP connect and TLS handshake timeouts, on top of connect_timeout
 
 
 class ActuatorService:
-    def __init__(self, config: BpfConfig, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, config: BpfConfig, *, clock: Callable[[], float] = boot_clock) -> None:
         s = config.actuator
         self.config = config
         self.pool = config.require_pool_id()
@@ -55,7 +57,6 @@ class ActuatorService:
             raise ConfigError(f"actuator.verify_key: {exc}") from None
         if verify_key is None:
             log.warning("actuator.verify_key is not set: role commands are accepted unsigned")
-        self.expected = Expected(self.role_topic, self.pool, self.node, verify_key)
         self.method = build_method(s)
         self.controller = RoleController(
             self.pool,
@@ -63,27 +64,44 @@ class ActuatorService:
             self.method,
             StateStore(s.state_dir, self.pool, self.node),
             dry_run=s.dry_run,
-            on_change=self.publish_state,
         )
-        self.fence = FenceTimer(s.fence_after, config.mqtt.keepalive, clock)
-        # What NodeState.fence_after promises the decider: last broker contact -> node demoted, at most.
-        self.fence_promise = advertised_for(s, config.mqtt.keepalive)
-        self._log_fence_settings()
         self.rejections = Rejections("actuator", log)
-        self._will_epoch = self.controller.epoch
+        self.memory = ContactMemory(s.state_dir)
+        self.core = ActuatorCore(
+            controller=self.controller,
+            expected=Expected(self.role_topic, self.pool, self.node, verify_key),
+            fence_after=s.fence_after,
+            keepalive=config.mqtt.keepalive,
+            demotion_bound=demotion_bound(s),
+            method_name=self.method.name,
+            boot=self.boot,
+            memory=self.memory,
+            clock=clock,
+            wall=time.time,
+            emit=self._emit,
+            rejections=self.rejections,
+        )
+        self.fence = self.core.fence
+        self._log_fence_settings()
         self.link = MqttLink(
             config.mqtt,
             make_client_id("actuator", self.pool, self.node),
             subscriptions=[self.role_topic],
-            will=(self.state_topic, self.will_state().to_json()),
-            track_contact=True,  # fencing measures silence from the last PINGRESP too
+            will=self._will,
+            contact_clock=clock,
         )
         self._stopping = threading.Event()
         self._link_started = False
         self._connector: threading.Thread | None = None
         self._next_connect = 0.0
-        self._next_fence_try = 0.0
-        self._next_demotion_try = 0.0
+
+    @property
+    def fence_promise(self) -> float:
+        return self.core.fence_promise
+
+    @property
+    def advertised_fence_after(self) -> float:
+        return self.core.advertised_fence_after
 
     def _log_fence_settings(self) -> None:
         s, keepalive = self.config.actuator, self.config.mqtt.keepalive
@@ -100,7 +118,7 @@ class ActuatorService:
                 self.fence_promise,
             )
         log.info(
-            "fence: due at most %gs after the last broker contact, node demoted within %gs more "
+            "fence: due at most %gs after the last acknowledged report, node demoted within %gs more "
             "(apply_timeout %gs%s, + %gs); advertising fence_after %gs%s",
             self.fence.effective,
             self.fence_promise - self.fence.effective,
@@ -114,68 +132,21 @@ class ActuatorService:
     # --- reporting --------------------------------------------------------------------------
 
     def node_state(self, *, online: bool) -> NodeState:
-        status = self.controller.status()
-        return NodeState(
-            pool=self.pool,
-            node=self.node,
-            boot=self.boot,
-            online=online,
-            role=status.role,
-            epoch=status.epoch,
-            fenced=status.fenced,
-            dry_run=self.dry_run,
-            method=self.method.name,
-            fence_after=self.advertised_fence_after,
-            pending=status.pending,
-            error=status.error,
-            rejected=status.rejected,
-            updated_at=time.time(),
-        )
+        return self.core.node_state(online=online)
 
-    @property
-    def advertised_fence_after(self) -> float:
-        """NodeState.fence_after: the longest time from the last broker contact until the node is
-        demoted by its fence (actuator.fence); 0 when it makes no such promise.
+    def _will(self, conn: str) -> tuple[str, bytes]:
+        """The Last Will of a new connection (called by the link just before it connects)."""
+        return self.state_topic, self.core.will_state(conn).to_json()
 
-        A dry-run actuator never really fences, so it must not let the decider assume it did.
-        """
-        return 0.0 if self.dry_run else self.fence_promise
-
-    def will_state(self) -> NodeState:
-        """The Last Will: offline, and no claim about the role.
-
-        It is fixed when the connection is made and fires whenever this process dies,
-        while the node keeps running whatever it ran then, which the Will cannot know. It
-        carries the stored epoch (the highest this node accepted) as of the (re)connect.
-        """
-        return NodeState(
-            pool=self.pool,
-            node=self.node,
-            boot=self.boot,
-            online=False,
-            role="unknown",
-            epoch=self.controller.epoch,
-            dry_run=self.dry_run,
-            method=self.method.name,
-            fence_after=self.advertised_fence_after,
-            updated_at=time.time(),
-        )
-
-    def refresh_will(self, *, force: bool = False) -> None:
-        """Give the next (re)connect a Will with the current stored epoch."""
-        epoch = self.controller.epoch
-        if force or epoch != self._will_epoch:
-            self.link.set_will(self.state_topic, self.will_state().to_json())
-            self._will_epoch = epoch
-
-    def publish_state(self) -> None:
-        """Publish the retained NodeState now (if connected) and refresh the Last Will."""
-        self.refresh_will()
+    def _emit(self, action: PublishState) -> None:
         if not self.link.connected.is_set():
             return
-        state = self.node_state(online=True)
-        self.link.publish(self.state_topic, state.to_json(), retain=True, latest=True)
-        log.debug("reported %s", state.model_dump_json())
+        self.link.publish(self.state_topic, action.state.to_json(), retain=True, latest=True)
+        log.debug("reported %s", action.state.model_dump_json())
+
+    def publish_state(self) -> None:
+        """Publish the retained NodeState now (if connected)."""
+        self.core.report()
 
     # --- the loop ---------------------------------------------------------------------------
 
@@ -192,8 +163,7 @@ class ActuatorService:
             ", DRY-RUN" if self.dry_run else "",
             self.role_topic,
         )
-        self.controller.start()
-        self.refresh_will(force=True)  # the stored epoch, before the first connect
+        self.core.start()
         try:
             while not self._stopping.is_set():
                 try:
@@ -206,22 +176,22 @@ class ActuatorService:
         return 0
 
     def _step(self) -> None:
+        # The fence first: after a suspend, before anything that arrived meanwhile is looked at.
+        self.core.on_contact(self.link.acked_sent_at)
+        self.core.check_fence()
         self._ensure_link()
         item = self.link.get(timeout=self._wait())
+        self.core.on_contact(self.link.acked_sent_at)
+        self.core.check_fence()
         if isinstance(item, Incoming):
-            self._on_message(item)
+            self.core.on_command(item.topic, item.payload)
         elif isinstance(item, LinkEvent):
             self._on_link_event(item)
-        self._check_fence()
-        self._retry_demotion()
+        self.core.tick()
 
     def _wait(self) -> float:
         """How long to wait for the next message: until the fence would be due, at most a tick."""
-        if not self.controller.might_forge() or self.clock() < self._next_fence_try:
-            return TICK
-        left = self.fence.seconds_left(
-            connected=self.link.connected.is_set(), last_contact=self.link.last_contact_mono
-        )
+        left = self.core.seconds_to_fence()
         return TICK if left is None else min(TICK, max(left, 0.01))
 
     def _ensure_link(self) -> None:
@@ -252,89 +222,29 @@ class ActuatorService:
 
     def _on_link_event(self, event: LinkEvent) -> None:
         if event.kind == "connected":
-            log.info("%s/%s: broker connected; reporting state", self.pool, self.node)
-            self.publish_state()
+            self.core.on_connected(event.conn, self.link.keepalive())
         else:
             log.warning("%s/%s: broker connection lost: %s", self.pool, self.node, event.reason)
-
-    def _on_message(self, message: Incoming) -> None:
-        try:
-            verdict = check_command(
-                message.topic,
-                message.payload,
-                self.expected,
-                stored_epoch=self.controller.epoch,
-                stored_role=self.controller.stored_role,
-            )
-        except CommandRejected as exc:
-            self.rejections.reject(exc.reason, exc.detail, topic=message.topic)
-            self.controller.note_rejection(exc.reason, exc.detail)
-            self.publish_state()
-            return
-        except Exception as exc:  # never let one message kill the actuator
-            log.exception("internal error checking a command on %s", message.topic)
-            self.rejections.reject("internal", str(exc), topic=message.topic)
-            return
-        if verdict.kind == "cleared":
-            log.info(
-                "%s/%s: retained role command was cleared; keeping the current role", self.pool, self.node
-            )
-            return
-        try:
-            self.controller.on_command(verdict, abort=self._fence_due)
-        except Exception:
-            log.exception("internal error applying a command on %s", message.topic)
-        self.publish_state()
-
-    def _fence_due(self) -> bool:
-        return self.fence.due(
-            connected=self.link.connected.is_set(), last_contact=self.link.last_contact_mono
-        )
-
-    def _check_fence(self) -> None:
-        if not self.controller.might_forge() or not self._fence_due() or self.clock() < self._next_fence_try:
-            return
-        silence = self.fence.silence(self.link.last_contact_mono)
-        try:
-            done = self.controller.fence(
-                f"no broker contact for {silence:.1f}s (fence_after {self.fence.fence_after:g}s)"
-            )
-        except Exception:
-            log.exception("internal error while fencing")
-            done = False
-        if not done and self.controller.might_forge():
-            # Keep trying, but not in a tight loop of restarts.
-            self._next_fence_try = self.clock() + max(self.fence.fence_after, 10.0)
-        self.publish_state()
-
-    def _retry_demotion(self) -> None:
-        """Keep trying a demotion that failed, retries and stop_command included."""
-        if self.dry_run or not self.controller.needs_demotion():
-            self._next_demotion_try = self.clock() + DEMOTION_RETRY
-            return
-        if self.clock() < self._next_demotion_try:
-            return
-        self._next_demotion_try = self.clock() + DEMOTION_RETRY
-        try:
-            self.controller.converge_relay("retrying a demotion that failed")
-        except Exception:
-            log.exception("internal error while retrying a demotion")
-        self.publish_state()
+            self.core.on_disconnected()
 
     def _shutdown(self) -> None:
-        log.info("%s/%s: stopping; reporting offline", self.pool, self.node)
+        """A clean stop: say so (no fence will happen), or demote the node if that cannot be said."""
+        log.info("%s/%s: stopping; reporting a clean stop", self.pool, self.node)
         if self._connector is not None:
             # Let an attempt under way finish, so that paho is not started behind our back.
             self._connector.join(self.config.mqtt.connect_timeout + CONNECT_SOCKET_TIMEOUTS)
+        reported = False
         try:
             if self.link.connected.is_set():
-                state = self.node_state(online=False)
-                # A clean disconnect sends no will, so say offline ourselves first.
-                self.link.publish_wait(
-                    self.state_topic, state.to_json(), retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT
-                )
+                # A clean disconnect sends no Will; the report says no fence is promised.
+                last = self.core.stop().to_json()
+                self.link.publish_wait(self.state_topic, last, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT)
+                reported = True
         except PublishError as exc:
-            log.warning("could not report offline before stopping: %s", exc)
+            log.warning("could not report the clean stop: %s", exc)
+        try:
+            if not reported:
+                self.core.stop_unreported()
         finally:
             if self._link_started:
                 self.link.stop()

@@ -73,6 +73,10 @@ class LinkEvent:
     at_mono: float
     session_present: bool = False
     link: str = ""  # the client id of the link it happened to (links may share an inbox)
+    conn: str = ""  # "connected": the id of this connection, also in its Last Will (``will``)
+
+
+WillFactory = Callable[[str], tuple[str, bytes]]
 
 
 class Delivery:
@@ -82,9 +86,10 @@ class Delivery:
     once, and an Event (a lock and a condition) for each of them costs more than the publish.
     """
 
-    def __init__(self, topic: str, mid: int, settled: threading.Condition) -> None:
+    def __init__(self, topic: str, mid: int, settled: threading.Condition, sent_at: float = 0.0) -> None:
         self.topic = topic
         self.mid = mid
+        self.sent_at = sent_at  # the link's contact clock when it was handed to paho
         self.refused: str | None = None
         self.done = False
         self._settled = settled
@@ -133,14 +138,21 @@ class MqttLink:
         client_id: str,
         *,
         subscriptions: Iterable[str] = (),
-        will: tuple[str, bytes] | None = None,
+        will: tuple[str, bytes] | WillFactory | None = None,
         on_connect: Callable[[], None] | None = None,
         inbox: queue.SimpleQueue[Incoming | LinkEvent] | None = None,
         track_contact: bool = False,
         suffix: str = "",
         inflight: int = 20,
         mark_subscribed: bool = False,
+        contact_clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """``will``: a fixed (topic, payload), or a factory called with each new connection's id
+        just before it connects, so that each connection's Will is its own.
+
+        ``contact_clock``: the clock of ``acked_sent_at`` and ``Delivery.sent_at`` (the
+        actuator fences on a clock that keeps running while the host is suspended).
+        """
         self.settings = settings
         # ``suffix`` tells apart a service's extra connections, also under a configured client_id.
         self.client_id = (settings.client_id or client_id)[: 64 - len(suffix)] + suffix
@@ -155,6 +167,13 @@ class MqttLink:
         self._sub_early: set[int] = set()
         self.refused: str | None = None
         self.last_contact_mono: float | None = None
+        self._contact_clock = contact_clock
+        # When the latest publish the broker acknowledged was handed over, on ``contact_clock``:
+        # the broker surely heard from us at or after that instant (a PUBACK may come late).
+        self.acked_sent_at: float | None = None
+        self.conn = ""  # the id of the current (or last) connection
+        self._next_conn = uuid.uuid4().hex[:12]
+        self._will_factory: WillFactory | None = will if callable(will) else None
         self._on_connect_hook = on_connect
         self._deliveries: dict[int, Delivery] = {}
         self._settled = threading.Condition()
@@ -167,7 +186,7 @@ class MqttLink:
         self._track_contact = track_contact
         self._inflight = inflight
         self._mark_subscribed = mark_subscribed
-        self._client = self._build_client(will)
+        self._client = self._build_client(will if isinstance(will, tuple) else None)
 
     # --- set-up -----------------------------------------------------------------------------
 
@@ -211,6 +230,7 @@ class MqttLink:
         # Jitter so that a fleet of nodes does not reconnect in lockstep after a broker restart.
         client.reconnect_delay_set(min_delay=random.uniform(0.5, 1.5), max_delay=10)  # type: ignore[arg-type]
         client.max_inflight_messages_set(self._inflight)
+        client.on_pre_connect = self._guard(self._handle_pre_connect)
         client.on_connect = self._guard(self._handle_connect)
         client.on_disconnect = self._guard(self._handle_disconnect)
         client.on_message = self._guard(self._handle_message)
@@ -225,7 +245,22 @@ class MqttLink:
         """Replace the Last Will; takes effect on the next (re)connect."""
         self._client.will_set(topic, payload, qos=1, retain=True)
 
+    def keepalive(self) -> float:
+        """The keepalive in force: an MQTT 5 broker may impose its own (Server Keep Alive; AWS IoT
+        raises anything below 30 s), which paho adopts in this attribute of its own."""
+        value = getattr(self._client, "_keepalive", None)
+        if isinstance(value, int | float) and value > 0:
+            return float(value)
+        return float(self.settings.keepalive)
+
     # --- paho callbacks (network thread): record, enqueue, never raise ------------------------
+
+    def _handle_pre_connect(self, client: paho.Client, _u: object) -> None:
+        """Before every (re)connect: a new connection id, and the Will that names it."""
+        self._next_conn = uuid.uuid4().hex[:12]
+        if self._will_factory is not None:
+            topic, payload = self._will_factory(self._next_conn)
+            client.will_set(topic, payload, qos=1, retain=True)
 
     @staticmethod
     def _guard(fn: Callable[..., None]) -> Callable[..., None]:
@@ -249,6 +284,7 @@ class MqttLink:
             return
         self.refused = None
         self.last_contact_mono = time.monotonic()
+        self.conn = self._next_conn
         # QoS-1 publishes in flight: ours, within the broker's Receive Maximum (MQTT 5), which
         # paho does not apply by itself; a broker may disconnect a client that exceeds it. paho's
         # setter refuses an open connection, hence its attribute; the resends of the next
@@ -262,7 +298,9 @@ class MqttLink:
         self._first_connack.set()
         present = bool(getattr(flags, "session_present", False))
         log.info("connected to %s:%s as %s", self.settings.host, self.settings.port, self.client_id)
-        self.inbox.put(LinkEvent("connected", "ok", time.monotonic(), present, self.client_id))
+        self.inbox.put(
+            LinkEvent("connected", "ok", time.monotonic(), present, self.client_id, conn=self.conn)
+        )
         if self._on_connect_hook is not None:
             self._on_connect_hook()
 
@@ -304,6 +342,8 @@ class MqttLink:
             if delivery is None:
                 self._early[mid] = refused
                 return
+            if not refused and (self.acked_sent_at is None or delivery.sent_at > self.acked_sent_at):
+                self.acked_sent_at = delivery.sent_at
         if refused:
             log.error("broker refused publish to %s: %s", delivery.topic, refused)
         delivery.finish(refused)
@@ -478,8 +518,9 @@ class MqttLink:
         its Delivery ends as refused ("superseded"). Services that only want the latest
         value should also check ``connected`` before publishing.
         """
+        sent_at = self._contact_clock()
         info = self._client.publish(topic, payload, qos=1, retain=retain)
-        delivery = Delivery(topic, info.mid, self._settled)
+        delivery = Delivery(topic, info.mid, self._settled, sent_at)
         if latest:
             with self._lock:
                 self._latest_mids.add(info.mid)
@@ -490,6 +531,8 @@ class MqttLink:
             early = info.mid in self._early
             if early:
                 refused = self._early.pop(info.mid)
+                if not refused and (self.acked_sent_at is None or sent_at > self.acked_sent_at):
+                    self.acked_sent_at = sent_at
             else:
                 self._deliveries[info.mid] = delivery
         if early:

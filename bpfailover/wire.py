@@ -96,6 +96,12 @@ class NodeState(WireModel):
     # cannot sideline a healthy standby.
     rejected: str | None = Field(default=None, max_length=500)
     updated_at: float
+    # The broker connection this state was sent on (a fresh random id per connection, also in
+    # that connection's Last Will), so that every Will is told apart from the one before.
+    conn: str | None = Field(default=None, max_length=64)
+    # A clean stop: the actuator exits and leaves its node as it is, so it promises no fence;
+    # a Will of the same connection that arrives later promises nothing either.
+    stopped: bool = False
 
 
 class Transition(WireModel):

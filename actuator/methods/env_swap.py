@@ -60,14 +60,19 @@ class EnvSwap(Method):
     def _apply(self, role: Role, budget: Budget) -> None:
         s = self.settings
         assert s.env_file is not None
-        try:
-            wanted = self._variant(role)
-        except ConfigError as exc:
-            raise StepFailed(str(exc)) from None
-        try:
-            current = s.env_file.read_bytes()
-        except FileNotFoundError:
-            current = None
-        if current != wanted:
-            atomic_write(s.env_file, wanted)
+        env_file = s.env_file
+
+        def swap() -> None:
+            try:
+                wanted = self._variant(role)
+            except ConfigError as exc:
+                raise StepFailed(str(exc)) from None
+            try:
+                current = env_file.read_bytes()
+            except FileNotFoundError:
+                current = None
+            if current != wanted:
+                atomic_write(env_file, wanted)
+
+        budget.files(swap, f"writing {env_file}")
         self.run(s.restart_command, "restart_command", budget)

@@ -71,15 +71,20 @@ class SigHup(Method):
     def _apply(self, role: Role, budget: Budget) -> None:
         s = self.settings
         assert s.key_store is not None
-        if role == "relay":
-            s.key_store.mkdir(mode=0o700, parents=True, exist_ok=True)
-        for key, live, stored in self.pairs():
-            if role == "producer" and not live.exists():
-                if not stored.exists():
-                    raise StepFailed(f"{key} is neither at {live} nor in {s.key_store}")
-                atomic_move(stored, live)
-            elif role == "relay" and live.exists():
-                atomic_move(live, stored)
+        key_store = s.key_store
+
+        def move() -> None:
+            if role == "relay":
+                key_store.mkdir(mode=0o700, parents=True, exist_ok=True)
+            for key, live, stored in self.pairs():
+                if role == "producer" and not live.exists():
+                    if not stored.exists():
+                        raise StepFailed(f"{key} is neither at {live} nor in {key_store}")
+                    atomic_move(stored, live)
+                elif role == "relay" and live.exists():
+                    atomic_move(live, stored)
+
+        budget.files(move, f"moving the keys to or from {key_store}")
         self.signal(budget)
 
     def signal(self, budget: Budget) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from actuator.controller import RoleController
 from actuator.methods import build_method
-from actuator.policy import epoch_rule
+from actuator.policy import CommandRejected, epoch_rule
 from actuator.state import StoredState
 from bpfailover.settings import ActuatorSettings
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command, running_sleeps
@@ -26,7 +26,9 @@ def make(node_files: NodeFiles, settings: ActuatorSettings | None = None, **kw: 
 
 
 def send(controller: RoleController, role: str, epoch: int) -> None:
-    controller.on_command(epoch_rule(command(role, epoch), controller.epoch, controller.stored_role))
+    controller.on_command(
+        epoch_rule(command(role, epoch), controller.epoch, controller.stored_role, controller.applied)
+    )
 
 
 def stored(node_files: NodeFiles) -> StoredState | None:
@@ -111,23 +113,28 @@ def test_corrupt_state_is_reported_and_the_node_treated_as_relay(node_files: Nod
     assert state is not None and state.epoch == 1
 
 
-def test_interrupted_promotion_is_redone_on_its_command(node_files: NodeFiles) -> None:
+def test_interrupted_promotion_is_fenced_at_start_and_redone_only_at_a_higher_epoch(
+    node_files: NodeFiles,
+) -> None:
     # Crash after the env file was swapped but before the restart ran.
     node_files.store().save(
         StoredState(pool="pool1", node="bp1", epoch=2, role="producer", pending="producer")
     )
     node_files.env_file.write_bytes(PRODUCER_ENV)
     controller = make(node_files)
-    assert controller.status().role == "unknown"
-    assert controller.might_forge()  # it may be forging, so fencing stays armed
-    send(controller, "producer", 2)
-    assert node_files.restart.calls() == ['POOL_NAME="pool1"']
+    status = controller.status()
+    assert (status.role, status.epoch, status.fenced) == ("relay", 2, True)
+    assert node_files.env_file.read_bytes() == RELAY_ENV
+    assert not controller.might_forge()
+    with pytest.raises(CommandRejected, match="reapply"):
+        send(controller, "producer", 2)  # the retained command of the interrupted promotion
+    send(controller, "producer", 3)
     assert controller.status().role == "producer"
     state = stored(node_files)
-    assert state is not None and state.pending is None
+    assert state is not None and (state.epoch, state.pending, state.fenced) == (3, None, False)
 
 
-def test_fence_demotes_keeps_epoch_and_needs_a_command_to_promote_again(node_files: NodeFiles) -> None:
+def test_fence_demotes_keeps_epoch_and_needs_a_higher_epoch_to_promote_again(node_files: NodeFiles) -> None:
     controller = make(node_files)
     send(controller, "producer", 6)
     assert controller.fence("test: no broker contact")
@@ -141,11 +148,15 @@ def test_fence_demotes_keeps_epoch_and_needs_a_command_to_promote_again(node_fil
     assert (restarted.status().role, restarted.status().fenced) == ("relay", True)
     assert len(node_files.restart.calls()) == 2
 
-    send(restarted, "producer", 6)  # the retained producer command at its epoch
+    # The retained producer command at its epoch may be a rolled-back copy: it does not count.
+    with pytest.raises(CommandRejected, match="reapply"):
+        send(restarted, "producer", 6)
+    assert (restarted.status().role, restarted.status().fenced) == ("relay", True)
+    send(restarted, "producer", 7)  # the decider re-commands a fenced producer at a new epoch
     assert (restarted.status().role, restarted.status().fenced) == ("producer", False)
     assert node_files.env_file.read_bytes() == PRODUCER_ENV
     state = stored(node_files)
-    assert state is not None and not state.fenced
+    assert state is not None and (state.epoch, state.fenced) == (7, False)
 
 
 def test_fence_is_a_no_op_for_a_relay(node_files: NodeFiles) -> None:

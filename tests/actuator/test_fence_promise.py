@@ -89,21 +89,22 @@ def test_advertised_fence_after_equals_the_real_fence_time(
     service = producer_service(node_files, clock, keepalive=keepalive, fence_after=fence_after)
     advertised = service.node_state(online=True).fence_after
     assert advertised == timer + 2 * APPLY_TIMEOUT + FENCE_SLACK
-    assert service.will_state().fence_after == advertised
+    assert service.core.will_state("c1").fence_after == advertised
 
-    # The worst case: the connection still looks up, the last packet came at `contact`,
-    # and both the restart and the last-resort stop_command hang until they are killed.
-    service.link.connected.set()
-    contact = service.link.last_contact_mono = clock.now
+    # The worst case: the connection still looks up, the last report was acknowledged at
+    # `contact`, and both the restart and the last-resort stop_command hang until killed.
+    service.core.on_connected("c1", keepalive)
+    contact = clock.now
+    service.core.on_contact(contact)
     node_files.restart.hang(37.41)
     node_files.stop.hang(37.41)
 
     clock.now = contact + timer - 0.01
-    service._check_fence()
+    service.core.check_fence()
     assert node_files.restart.calls() == []  # not yet due
     clock.now = contact + timer
     started = time.monotonic()
-    service._check_fence()
+    service.core.check_fence()
     demotion = time.monotonic() - started
 
     assert node_files.restart.calls() == ['#POOL_NAME=""'] and node_files.stop.calls() == ['#POOL_NAME=""']
@@ -118,7 +119,7 @@ def test_fence_demotes_within_the_advertised_time_when_the_restart_hangs(node_fi
     node_files.restart.hang(37.42)  # stop_command works: the node is stopped, no longer forging
     clock.now += 120  # silent since start, link never up
     started = time.monotonic()
-    service._check_fence()
+    service.core.check_fence()
     real = 120 + time.monotonic() - started
     status = service.controller.status()
     assert (status.role, status.fenced) == ("relay", True)
@@ -149,4 +150,4 @@ def test_start_up_warns_when_keepalive_stretches_the_fence(
 def test_dry_run_advertises_no_fence(node_files: NodeFiles) -> None:
     service = producer_service(node_files, Clock(), keepalive=30, fence_after=120, dry_run=True)
     assert service.node_state(online=True).fence_after == 0
-    assert service.will_state().fence_after == 0
+    assert service.core.will_state("c1").fence_after == 0

@@ -15,9 +15,23 @@ UNSIGNED_OK = Expected(TOPIC, "pool1", "bp1", None)
 BODY = b'{"v":1,"pool":"pool1","node":"bp1",%b,"issued_at":1.0,"decider":"d"}'
 
 
-def check(payload: bytes, *, expected: Expected = EXPECTED, epoch: int = 0, role: str | None = None) -> str:
+def check(
+    payload: bytes,
+    *,
+    expected: Expected = EXPECTED,
+    epoch: int = 0,
+    role: str | None = None,
+    applied: str = "",
+) -> str:
     try:
-        return check_command(TOPIC, payload, expected, stored_epoch=epoch, stored_role=role).kind  # type: ignore[arg-type]
+        return check_command(
+            TOPIC,
+            payload,
+            expected,
+            stored_epoch=epoch,
+            stored_role=role,  # type: ignore[arg-type]
+            applied=applied or role or "relay",  # type: ignore[arg-type]
+        ).kind
     except CommandRejected as exc:
         return f"rejected:{exc.reason}"
 
@@ -96,7 +110,12 @@ def test_command_for_another_pool_is_rejected() -> None:
 def test_message_on_another_topic_is_rejected() -> None:
     with pytest.raises(CommandRejected) as info:
         check_command(
-            "bpfailover/pool1/role/bp2", signed("producer", 1), EXPECTED, stored_epoch=0, stored_role=None
+            "bpfailover/pool1/role/bp2",
+            signed("producer", 1),
+            EXPECTED,
+            stored_epoch=0,
+            stored_role=None,
+            applied="relay",
         )
     assert info.value.reason == "topic"
 
@@ -133,4 +152,13 @@ def test_apply_only_when_role_differs() -> None:
     new_epoch_same_role = epoch_rule(command("relay", 5), 4, "relay")
     assert not needs_apply(new_epoch_same_role, "relay")
     assert needs_apply(new_epoch_same_role, "producer")
-    assert needs_apply(epoch_rule(command("producer", 4), 4, "producer"), "relay")  # fenced re-promotion
+    assert needs_apply(epoch_rule(command("relay", 4), 4, "relay", "unknown"), "unknown")  # failed demotion
+
+
+@pytest.mark.parametrize("applied", ["relay", "unknown"])
+def test_producer_at_the_stored_epoch_is_refused_on_a_node_that_left_producer(applied: str) -> None:
+    # Fenced, or a promotion that failed: the retained copy at that epoch may be a rolled-back one.
+    assert check(signed("producer", 4), epoch=4, role="producer", applied=applied) == "rejected:reapply"
+    assert check(signed("producer", 4), epoch=4, role="producer", applied="producer") == "confirm"
+    assert check(signed("producer", 5), epoch=4, role="producer", applied=applied) == "apply"
+    assert check(signed("relay", 4), epoch=4, role="relay", applied=applied) == "confirm"

@@ -81,6 +81,10 @@ class Node:
 
         return wait_for(matches, timeout, f"{self.name} NodeState {message} {expected}")
 
+    def rejected(self) -> str:
+        state = self.state()
+        return (state.rejected or "") if state is not None else ""
+
     def clear(self) -> None:
         for topic in (self.role_topic, self.state_topic):
             self.broker.clear_retained(topic)
@@ -135,7 +139,7 @@ def start_actuator(
     return proc
 
 
-def test_producer_fences_when_the_broker_stops_and_repromotes_when_it_is_back(
+def test_producer_fences_when_the_broker_stops_and_is_promoted_again_only_at_a_higher_epoch(
     broker_factory, tmp_path: Path, processes: list[ActuatorProcess]
 ) -> None:  # type: ignore[no-untyped-def]
     broker = broker_factory()
@@ -160,8 +164,16 @@ def test_producer_fences_when_the_broker_stops_and_repromotes_when_it_is_back(
     assert state is not None and (state.epoch, state.role, state.fenced) == (1, "producer", True)
     assert proc.alive(), proc.tail()
 
-    broker.start()  # the retained producer command at epoch 1 is delivered again
-    bp1.wait_state("re-promoted", timeout=20, online=True, role="producer", epoch=1, fenced=False)
+    broker.start()  # the retained producer command at epoch 1 is delivered again: it does not count
+    refused = bp1.wait_state(
+        "fenced, refusing producer@1 again", timeout=20, online=True, role="relay", epoch=1, fenced=True
+    )
+    wait_for(
+        lambda: "reapply" in bp1.rejected(), 10, "the retained producer@1 to be refused"
+    )
+    assert refused.fence_after == ADVERTISED
+    bp1.command("producer", 2)  # the decider re-commands a fenced producer at a new epoch
+    bp1.wait_state("re-promoted", timeout=20, online=True, role="producer", epoch=2, fenced=False)
     assert files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""', 'POOL_NAME="pool1"']
     assert proc.terminate() == 0
 
@@ -184,12 +196,14 @@ def test_stored_producer_without_broker_fences_reports_it_and_waits_for_a_comman
 
     broker.start()
     bp1.wait_state("fenced", timeout=20, online=True, role="relay", epoch=3, fenced=True, error=None)
-    bp1.command("producer", 3)  # the decider still names it producer at its epoch
-    bp1.wait_state("re-promoted", role="producer", epoch=3, fenced=False)
+    bp1.command("producer", 3)  # its old epoch: perhaps a rolled-back copy, it does not count
+    wait_for(lambda: "reapply" in bp1.rejected(), 10, "producer@3 to be refused")
+    bp1.command("producer", 4)
+    bp1.wait_state("re-promoted", role="producer", epoch=4, fenced=False)
 
-    assert proc.terminate() == 0  # SIGTERM: clean exit, and it says offline itself
+    assert proc.terminate() == 0  # SIGTERM: clean exit; it says so, and that it promises no fence
     last = bp1.wait_state("offline after SIGTERM", online=False)
-    assert (last.role, last.epoch) == ("producer", 3)
+    assert (last.role, last.epoch, last.stopped, last.fence_after) == ("producer", 4, True, 0)
     assert files.restart.calls() == ['#POOL_NAME=""', 'POOL_NAME="pool1"']
 
 
