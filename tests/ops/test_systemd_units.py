@@ -1,4 +1,4 @@
-"""The systemd units in deploy/systemd: real CLI commands, restart policy, no fake watchdog."""
+"""The systemd units in deploy/systemd: real CLI commands, restart policy, a watchdog the actuator feeds."""
 
 from __future__ import annotations
 
@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
+from actuator.fence import effective_fence_after
+from actuator.service import TICK
+from actuator.watchdog import UNIT_RESTART_SEC, UNIT_TIMEOUT_ABORT_SEC, watchdog_restart_bound
 from bpfailover.cli import build_parser
+from bpfailover.durations import parse_duration
+from bpfailover.settings import ActuatorSettings, MqttSettings
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"
+BINARY = "/opt/bpfailover/venv/bin/bpfailover"
+BINDSTO_DROP_IN = "cnode-bindsto-actuator.conf"
 EXPECTED = {
     "bpfailover-publisher@.service": "publisher",
     "bpfailover-actuator@.service": "actuator",
@@ -44,25 +51,71 @@ def test_unit_runs_a_real_subcommand_and_always_restarts(name: str) -> None:
     assert u["Install"]["WantedBy"] == "multi-user.target"
 
 
-def test_actuator_restarts_fast_and_has_no_watchdog_it_cannot_feed() -> None:
+def test_actuator_restarts_fast() -> None:
     service = unit("bpfailover-actuator@.service")["Service"]
-    assert float(service["RestartSec"]) <= 2
-    # WatchdogSec needs sd_notify(WATCHDOG=1) from the process; the actuator sends none.
-    assert "WatchdogSec" not in service
+    assert parse_duration(service["RestartSec"]) == UNIT_RESTART_SEC <= 2
     assert service["StateDirectory"] == "bpfailover"
+
+
+def test_actuator_unit_has_a_watchdog_well_inside_the_default_fence_wait() -> None:
+    service = unit("bpfailover-actuator@.service")["Service"]
+    assert service["Type"] == "notify"
+    assert service["NotifyAccess"] == "main"
+    watchdog = parse_duration(service["WatchdogSec"])
+    abort = parse_duration(service["TimeoutAbortSec"])
+    assert abort == UNIT_TIMEOUT_ABORT_SEC
+    fence_wait = effective_fence_after(
+        ActuatorSettings().fence_after, MqttSettings.model_fields["keepalive"].default
+    )
+    # A hung actuator is replaced within half the default fence wait (120 s): the advertised
+    # fence time grows by this bound, and stays far from 2x what it was.
+    restart_bound = watchdog_restart_bound(watchdog, parse_duration(service["RestartSec"]), abort)
+    assert restart_bound <= fence_wait / 2
+    # A healthy loop pings every watchdog/2 and checks its fence every TICK: at least 5 s of slack
+    # for a late iteration (a slow state-file fsync, a starved CPU) before systemd kills it.
+    assert watchdog / 2 - TICK >= 5
+
+
+def test_bindsto_drop_in_binds_cnode_to_one_actuator_instance_and_starts_after_it() -> None:
+    drop_in = unit(BINDSTO_DROP_IN)
+    assert set(drop_in.sections()) == {"Unit"}
+    bound = drop_in["Unit"]["BindsTo"]
+    assert bound.startswith("bpfailover-actuator@") and bound.endswith(".service")
+    assert "%i" not in bound  # cnode.service is not a template: the node must be named
+    assert drop_in["Unit"]["After"] == bound
+
+
+def verify(paths: list[Path]) -> list[str]:
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *map(str, paths)], capture_output=True, text=True, timeout=60
+    )
+    return [line for line in (result.stderr + result.stdout).splitlines() if line.strip()]
+
+
+def installable_copy(name: str, folder: Path) -> Path:
+    """The unit with ExecStart pointing at a binary that exists here: /opt/bpfailover is not installed,
+    and systemd-analyze would report only that; every other complaint still shows."""
+    true = shutil.which("true")
+    assert true is not None
+    copy = folder / name
+    copy.write_text((UNITS / name).read_text().replace(BINARY, true))
+    return copy
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_systemd_analyze_finds_nothing_but_the_missing_binary(name: str) -> None:
-    result = subprocess.run(
-        ["systemd-analyze", "verify", str(UNITS / name)], capture_output=True, text=True, timeout=60
+def test_systemd_analyze_verify_finds_nothing(name: str, tmp_path: Path) -> None:
+    assert verify([installable_copy(name, tmp_path)]) == []
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze not installed")
+def test_systemd_analyze_verify_accepts_the_bindsto_drop_in(tmp_path: Path) -> None:
+    installable_copy("bpfailover-actuator@.service", tmp_path)
+    cnode = tmp_path / "cnode.service"
+    cnode.write_text(
+        f"[Unit]\nDescription=stand-in for cardano-node\n[Service]\nExecStart={shutil.which('true')}\n"
     )
-    problems = [
-        line
-        for line in (result.stderr + result.stdout).splitlines()
-        if line.strip()
-        and "is not executable" not in line
-        and "/opt/bpfailover/venv/bin/bpfailover" not in line
-    ]
-    assert problems == []
+    (tmp_path / "cnode.service.d").mkdir()
+    shutil.copy(UNITS / BINDSTO_DROP_IN, tmp_path / "cnode.service.d" / "bindsto-actuator.conf")
+    # The drop-in's BindsTo= must name a unit systemd-analyze can load from the same folder.
+    assert verify([cnode]) == []
