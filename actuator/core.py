@@ -80,7 +80,11 @@ class ActuatorCore:
         emit: Emit,
         rejections: Rejections,
         supervisor_bound: float = 0.0,
+        on_alive: Callable[[], None] = lambda: None,
     ) -> None:
+        """``supervisor_bound``: how much later than its own timer a hung actuator's fence may come
+        (the systemd watchdog's restart, ``actuator.watchdog``); ``on_alive``: called right after
+        every fence check, the only proof of life the watchdog may be fed with."""
         self.controller = controller
         self.pool, self.node = controller.pool, controller.node
         self.expected = expected
@@ -95,6 +99,7 @@ class ActuatorCore:
         self.wall = wall
         self.emit = emit
         self.rejections = rejections
+        self.on_alive = on_alive
         self.conn: str | None = None  # the connection up now
         self.last_conn = ""  # the latest connection, up or not
         self.contact: float | None = None  # ``clock`` instant of the latest acknowledged report
@@ -247,7 +252,10 @@ class ActuatorCore:
     # --- fencing ----------------------------------------------------------------------------
 
     def fence_due(self) -> bool:
-        return self.fence.due(connected=self.conn is not None, last_contact=self.contact)
+        """Also the abort check of a promotion, polled while it runs: a proof of life each time."""
+        due = self.fence.due(connected=self.conn is not None, last_contact=self.contact)
+        self.on_alive()
+        return due
 
     def seconds_to_fence(self) -> float | None:
         """Until the fence would be due if nothing is heard; None when nothing can need fencing."""
@@ -257,6 +265,7 @@ class ActuatorCore:
 
     def check_fence(self) -> None:
         if not self.controller.might_forge() or self.clock() < self._next_fence_try or not self.fence_due():
+            self.on_alive()
             return
         silence = self.fence.silence(self.contact)
         done = self.controller.fence(
@@ -266,6 +275,7 @@ class ActuatorCore:
             # Keep trying, but not in a tight loop of restarts.
             self._next_fence_try = self.clock() + max(self.fence.fence_after, FENCE_RETRY_MIN)
         self.report()
+        self.on_alive()
 
     def _retry_demotion(self) -> None:
         """Keep trying a demotion that failed, retries and stop_command included."""

@@ -24,6 +24,7 @@ from actuator.methods import build_method
 from actuator.methods.base import demotion_bound
 from actuator.policy import Expected
 from actuator.state import StateStore
+from actuator.watchdog import Watchdog, watchdog_restart_bound
 from bpfailover.link import BrokerRefused, Incoming, LinkEvent, MqttLink, PublishError, make_client_id
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
@@ -67,6 +68,14 @@ class ActuatorService:
         )
         self.rejections = Rejections("actuator", log)
         self.memory = ContactMemory(s.state_dir)
+        self.watchdog = Watchdog.from_env()
+        # The longest a core call may block the loop by construction: a demotion, and its report.
+        self._blocking_bound = demotion_bound(s) + FENCE_SLACK
+        supervisor = 0.0
+        if self.watchdog.interval is not None:
+            # Hung: killed after the watchdog (a blocked demotion extends it), restarted, then it
+            # fences at once (its last contact is kept), demoting again.
+            supervisor = watchdog_restart_bound(self.watchdog.interval) + self._blocking_bound
         self.core = ActuatorCore(
             controller=self.controller,
             expected=Expected(self.role_topic, self.pool, self.node, verify_key),
@@ -80,6 +89,8 @@ class ActuatorService:
             wall=time.time,
             emit=self._emit,
             rejections=self.rejections,
+            supervisor_bound=supervisor,
+            on_alive=self._alive,
         )
         self.fence = self.core.fence
         self._log_fence_settings()
@@ -129,6 +140,10 @@ class ActuatorService:
             " (NodeState says 0: dry-run)" if self.dry_run else "",
         )
 
+    def _alive(self) -> None:
+        """The core has just checked the fence: the only place that feeds systemd's watchdog."""
+        self.watchdog.ping(self.clock())
+
     # --- reporting --------------------------------------------------------------------------
 
     def node_state(self, *, online: bool) -> NodeState:
@@ -163,7 +178,10 @@ class ActuatorService:
             ", DRY-RUN" if self.dry_run else "",
             self.role_topic,
         )
-        self.core.start()
+        # Ready first: with the BindsTo recipe cnode waits for us, and start-up may restart cnode.
+        self.watchdog.ready(f"{self.pool}/{self.node}: starting")
+        with self.watchdog.covering(self._blocking_bound, self.clock):
+            self.core.start()
         try:
             while not self._stopping.is_set():
                 try:
@@ -176,18 +194,22 @@ class ActuatorService:
         return 0
 
     def _step(self) -> None:
+        core = self.core
         # The fence first: after a suspend, before anything that arrived meanwhile is looked at.
-        self.core.on_contact(self.link.acked_sent_at)
-        self.core.check_fence()
+        with self.watchdog.covering(self._blocking_bound, self.clock):
+            core.on_contact(self.link.acked_sent_at)
+            core.check_fence()
         self._ensure_link()
         item = self.link.get(timeout=self._wait())
-        self.core.on_contact(self.link.acked_sent_at)
-        self.core.check_fence()
-        if isinstance(item, Incoming):
-            self.core.on_command(item.topic, item.payload)
-        elif isinstance(item, LinkEvent):
-            self._on_link_event(item)
-        self.core.tick()
+        # Every core call may apply a role (bounded by construction): systemd waits that long.
+        with self.watchdog.covering(self._blocking_bound, self.clock):
+            core.on_contact(self.link.acked_sent_at)
+            core.check_fence()
+            if isinstance(item, Incoming):
+                core.on_command(item.topic, item.payload)
+            elif isinstance(item, LinkEvent):
+                self._on_link_event(item)
+            core.tick()
 
     def _wait(self) -> float:
         """How long to wait for the next message: until the fence would be due, at most a tick."""
@@ -230,6 +252,7 @@ class ActuatorService:
     def _shutdown(self) -> None:
         """A clean stop: say so (no fence will happen), or demote the node if that cannot be said."""
         log.info("%s/%s: stopping; reporting a clean stop", self.pool, self.node)
+        self.watchdog.stopping("stopping")
         if self._connector is not None:
             # Let an attempt under way finish, so that paho is not started behind our back.
             self._connector.join(self.config.mqtt.connect_timeout + CONNECT_SOCKET_TIMEOUTS)
