@@ -24,9 +24,12 @@ class Now:
     wall: float
 
 
-@dataclass(frozen=True)
+@dataclass
 class Context:
-    """What every part of the core needs to know about its own configuration."""
+    """What every part of the core needs to know about its own configuration.
+
+    ``keepalive`` is the one in force: an MQTT 5 broker may impose its own (the shell
+    updates it on every connect)."""
 
     settings: DeciderSettings
     decider_id: str
@@ -57,8 +60,20 @@ class NodeView:
     fresh_streak: int = 0  # consecutive reports that were fresh when received
     skew: float | None = None  # received_at - sent_at of the last live report
     state: NodeState | None = None
-    offline_since: float | None = None  # mono time we first saw the actuator offline (t_off)
+    offline_since: float | None = None  # mono time of the latest Last Will (t_off)
     command: Command | None = None
+    # The connection of the latest Will counted in offline_since: a Will of another connection
+    # restarts the wait (the actuator's fence clock restarted with that connection's contact).
+    offline_conn: str | None = None
+    # A connection whose clean-stop report we saw: its Will, if it comes, promises no fence.
+    stopped_conn: str | None = None
+
+    def promises_fence(self) -> bool:
+        """Whether the offline actuator promised to fence its node (not a clean stop, fencing on)."""
+        s = self.state
+        if s is None or s.fence_after <= 0 or s.stopped:
+            return False
+        return s.conn is None or s.conn != self.stopped_conn
 
     def age(self, now: Now) -> float:
         """Tip age on the decider's wall clock; a node without an ok report is infinitely stale."""

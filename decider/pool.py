@@ -15,12 +15,13 @@ which is what makes that safe.
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 from typing import NamedTuple
 
 from bpfailover.settings import PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
-from decider import control, recovery, rule, transition
+from decider import control, recovery, rule, safety, transition
 from decider.actions import Action
 from decider.emit import Outbox, status_key
 from decider.invariants import fence_warning
@@ -90,9 +91,13 @@ class PoolMachine:
         self._settled_until = None
         node = self.view.nodes[state.node]
         if state.online:
-            node.offline_since = None
-        elif node.offline_since is None:
-            node.offline_since = now.mono
+            node.offline_since, node.offline_conn = None, None
+        elif node.offline_since is None or (state.conn is not None and state.conn != node.offline_conn):
+            # Each connection's Will restarts the wait: the actuator may have been in contact
+            # (its report acknowledged) on the connection this Will ends.
+            node.offline_since, node.offline_conn = now.mono, state.conn
+        if state.stopped:
+            node.stopped_conn = state.conn
         newly_fenced = state.fenced and (node.state is None or not node.state.fenced)
         node.state = state
         txn = self.view.transition
@@ -124,6 +129,18 @@ class PoolMachine:
             current.confirmed = True
         elif current is None or command.epoch > current.epoch:
             node.command = Command(command.role, command.epoch, confirmed=True, decider=command.decider)
+        elif retained and view.recovered and not view.dry_run:
+            # Older than ours, or conflicting at our epoch: the broker rolled back (a crash after
+            # its last save, a restore). Put ours back; a newer one is never overwritten.
+            current.confirmed = False
+            out = Outbox(view, self.ctx, now)
+            out.command(
+                node.name,
+                current.role,
+                current.epoch,
+                f"republish: the broker held {command.role} at epoch {command.epoch}, older than ours",
+            )
+            return out.actions
         if command.decider != self.ctx.decider_id and not retained and view.recovered:
             out = Outbox(view, self.ctx, now)
             out.alert(
@@ -165,21 +182,44 @@ class PoolMachine:
         for node in self.view.nodes.values():
             if node.state is not None and not node.state.online:
                 node.offline_since = now.mono
+            if node.command is not None:
+                # The broker may have lost it meanwhile (amnesia): unless it is read back retained,
+                # ``_republish`` sends it again.
+                node.command.confirmed = False
+                node.command.issued_mono = now.mono
         transition.restart_timers(self.view, now)
 
     # --- evaluation ---------------------------------------------------------------------------
 
+    # Tests set this: every time the shortcut says "settled", a full evaluation of a copy must
+    # agree (publish nothing), so that an edit of the shortcut cannot drift from the rule.
+    check_settled = False
+
     def evaluate(self, now: Now) -> list[Action]:
         settled = self._settled_until
         if settled is not None and settled.holds(now):
+            if self.check_settled:
+                self._verify_settled(now)
             return []
         self._settled_until = self._settled(now)
         if self._settled_until is not None:
+            if self.check_settled:
+                self._verify_settled(now)
             return []
+        return self._evaluate(now)
+
+    def _verify_settled(self, now: Now) -> None:
+        twin = copy.deepcopy(self)
+        twin._settled_until = None
+        actions = twin._evaluate(now)
+        assert not actions, f"pool {self.view.id} judged settled, but the rule would do: {actions}"
+
+    def _evaluate(self, now: Now) -> list[Action]:
         view, ctx = self.view, self.ctx
         out = Outbox(view, ctx, now)
         if not view.recovered:
             recovery.recover(out)
+        self._learn(out)
         self._expire(out)
         if view.transition is not None:
             transition.advance(out)
@@ -220,6 +260,9 @@ class PoolMachine:
         producer = view.nodes[view.producer]
         if producer.tip_time is None or producer.age(now) > settings.stale_after:
             return None  # a failover to consider
+        ps = producer.state
+        if ps is not None and not ps.dry_run and not safety.applied_producer(producer):
+            return None  # a producer that lost its role, or is offline: to re-command or replace
         fresh_until = producer.tip_time + settings.stale_after
         ctx = self.ctx
         alerts = view.alerts
@@ -229,14 +272,8 @@ class PoolMachine:
             if s is not None:
                 if s.dry_run:
                     return None
-                if (
-                    node is not producer
-                    and s.online
-                    and s.role == "producer"
-                    and s.pending is None
-                    and s.epoch >= view.epoch
-                ):
-                    return None  # a rogue producer to re-command
+                if safety.applied_producer(node) and (node is not producer or s.epoch > view.epoch):
+                    return None  # a rogue producer to demote, or newer state to learn
                 if (
                     fence_warning(name, s.fence_after, settings, ctx.keepalive) is not None
                     and fence_key(name, s.fence_after) not in alerts
@@ -281,7 +318,10 @@ class PoolMachine:
         view, ctx, now = out.view, out.ctx, out.now
         if self._resync_rogue(out):
             return
-        decision = rule.automatic(view, ctx, now)
+        lost = safety.producer_lost(view, ctx, now)
+        if lost is not None and self._recommand(out, lost):
+            return
+        decision = rule.automatic(view, ctx, now) if lost is None else self._replace(out, lost)
         self._standby_alert(out)
         if decision is None:
             view.shadow = None
@@ -310,6 +350,60 @@ class PoolMachine:
             out, kind=decision.kind, to=decision.to, from_=decision.from_, reason=decision.reason
         )
 
+    def _learn(self, out: Outbox) -> None:
+        """A node applied producer at an epoch above ours: we are behind (a standby decider took
+        over, or we restarted on a broker that lost newer state). Follow it; never fight it."""
+        view = out.view
+        node = safety.ahead(view)
+        if node is None or node.state is None:
+            return
+        old, epoch = view.epoch, node.state.epoch
+        if view.transition is not None and view.transition.epoch >= epoch:
+            return  # our own change in progress is newer still
+        view.epoch, view.producer, view.transition, view.shadow = epoch, node.name, None, None
+        out.event(
+            "learned",
+            f"{node.name} reports producer at epoch {epoch}, above ours ({old}): a newer decision "
+            "was made elsewhere (another decider, or state the broker lost); following it",
+            to=node.name,
+            epoch=epoch,
+        )
+
+    def _recommand(self, out: Outbox, lost: str) -> bool:
+        """The producer lost its role but can take it again: command it anew, at a new epoch.
+
+        Recovery, not a failover: no pause, switch interval or flap budget holds it back. A
+        fenced node takes producer again only at a higher epoch (the actuator's rule)."""
+        view, ctx, now = out.view, out.ctx, out.now
+        assert view.producer is not None
+        producer = view.nodes[view.producer]
+        if not producer.online or rule.why_not(view, producer, ctx, now, count_rise=False) is not None:
+            return False
+        transition.start(
+            out,
+            kind="recovery",
+            to=producer.name,
+            from_=None,
+            reason=f"{lost}: re-commanding it at a new epoch",
+            operator=True,
+        )
+        return True
+
+    def _replace(self, out: Outbox, lost: str) -> rule.Decision | None:
+        """The producer lost its role and cannot take it again now: fail over to the best node."""
+        view, ctx, now = out.view, out.ctx, out.now
+        assert view.producer is not None
+        ranked = rule.candidates(view, ctx, now, exclude={view.producer})
+        if not ranked:
+            out.alert(
+                f"lost:{view.producer}",
+                f"{lost}, and no other node is eligible: the pool has no producer; waiting",
+                to=view.producer,
+            )
+            return None
+        best = ranked[0]
+        return rule.Decision("failover", best.name, view.producer, f"{lost}; {best.name} is eligible")
+
     def _shadow(self, out: Outbox, decision: rule.Decision, held: str) -> None:
         """Paused or frozen: publish the would-be change to the dry-run topic, once."""
         view = out.view
@@ -326,7 +420,8 @@ class PoolMachine:
         out.event(decision.kind, reason, from_=decision.from_, to=decision.to, epoch=epoch, dry_run=True)
 
     def _resync_rogue(self, out: Outbox) -> bool:
-        """A node producing at our epoch or later without our command: demote it, re-command ours.
+        """A node producing without our command, at our epoch or below (or none at all, like a
+        cloned disk): demote it at an epoch above every one in the pool, re-command ours.
 
         Only a finished apply counts: while one is pending the reported role is the one being
         left (a demotion in progress still says producer). A dry-run actuator applies no command,
@@ -335,11 +430,7 @@ class PoolMachine:
         view = out.view
         for node in view.nodes.values():
             s = node.state
-            if node.name == view.producer or s is None or not s.online or s.epoch < view.epoch:
-                continue
-            if s.pending is not None or s.dry_run:
-                continue
-            if s.role == "producer":
+            if s is not None and safety.rogue(view, node):
                 target = view.producer
                 reason = (
                     f"{node.name} reports producer at epoch {s.epoch} (ours is {view.epoch}) without our "
@@ -368,6 +459,7 @@ class PoolMachine:
 
     def _node_alerts(self, out: Outbox) -> None:
         view, ctx = out.view, out.ctx
+        self._no_fence_alert(out)
         for node in view.nodes.values():
             s = node.state
             if s is not None:
@@ -386,6 +478,26 @@ class PoolMachine:
                 )
             else:
                 out.clear(key)
+
+    @staticmethod
+    def _no_fence_alert(out: Outbox) -> None:
+        """The producer's actuator is gone without a fence to count on: say that nothing automatic
+        will replace it (a clean stop, or fencing disabled), and what the operator can do."""
+        view = out.view
+        for node in view.nodes.values():
+            key = f"nofence:{node.name}"
+            s = node.state
+            if node.name != view.producer or s is None or s.online or s.dry_run or node.promises_fence():
+                out.clear(key)
+                continue
+            why = "stopped cleanly" if s.stopped or node.stopped_conn == s.conn else "has fencing disabled"
+            out.alert(
+                key,
+                f"producer {node.name}'s actuator is offline and {why}: no fence will demote its node, so "
+                f"no failover away from it happens until its actuator is back (start it), or an operator "
+                f"who made sure it no longer forges runs `bpfailover failover --force`",
+                to=node.name,
+            )
 
     @staticmethod
     def _dry_run_alert(out: Outbox, node: NodeView) -> None:

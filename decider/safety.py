@@ -45,6 +45,9 @@ def apply_failed(node: NodeView, txn: Transition) -> str | None:
         return None
     if s.dry_run:
         return f"{node.name}'s actuator is in dry-run: it applies no command"
+    if s.pending is None and s.role != "producer" and s.fenced and s.epoch >= txn.epoch:
+        # It accepted producer at this epoch, then fenced itself: it takes it only at a higher one.
+        return f"{node.name} fenced itself at epoch {s.epoch}"
     if s.pending is not None or s.role == "producer" or not s.error:
         return None
     if txn.target_applying or s.error != txn.target_error:
@@ -53,9 +56,10 @@ def apply_failed(node: NodeView, txn: Transition) -> str | None:
 
 
 def fenced_from(node: NodeView, ctx: Context) -> float | None:
-    """Monotonic time from which ``node`` is certainly fenced; None while it cannot be."""
+    """Monotonic time from which ``node`` is certainly fenced; None while it cannot be (online,
+    fencing off, or a clean stop: nothing stays behind to fence the node)."""
     s = node.state
-    if s is None or s.online or node.offline_since is None or s.fence_after <= 0:
+    if s is None or s.online or node.offline_since is None or not node.promises_fence():
         return None
     return node.offline_since + ctx.fence_wait(s.fence_after)
 
@@ -147,9 +151,57 @@ def wait_text(node: NodeView, epoch: int, ctx: Context, now: Now) -> str:
             f"{node.name}: online, has not acknowledged relay at epoch {epoch} "
             f"(role {s.role}, epoch {s.epoch}{applying})"
         )
-    if s.fence_after <= 0:
+    if not node.promises_fence():
+        if s.stopped or (s.conn is not None and s.conn == node.stopped_conn):
+            return f"{node.name}: its actuator stopped cleanly, leaving the node as it was: no fence to come"
         return f"{node.name}: offline with fencing disabled (fence_after 0)"
     at = fenced_from(node, ctx)
     if at is not None and now.mono < at:
         return f"{node.name}: offline, certainly fenced in {at - now.mono:.0f}s"
     return f"{node.name}: offline and fenced, waiting for the broker to hold its relay command"
+
+
+def applied_producer(node: NodeView) -> bool:
+    """Its actuator reports producer applied (online, nothing pending, not in dry-run)."""
+    s = node.state
+    return s is not None and s.online and s.role == "producer" and s.pending is None and not s.dry_run
+
+
+def rogue(view: PoolView, node: NodeView) -> bool:
+    """Producing without our command: applied producer, not our producer, at or below our epoch
+    (or at none: a cloned disk). Above our epoch the decider is behind instead (``ahead``)."""
+    s = node.state
+    if s is None or not applied_producer(node) or s.epoch > view.epoch:
+        return False
+    return node.name != view.producer
+
+
+def ahead(view: PoolView) -> NodeView | None:
+    """A node that applied producer at an epoch above ours: newer state the decider must learn."""
+    if view.dry_run:
+        return None  # a dry-run pool's epochs are its would-be ones, not the nodes'
+    found = [n for n in view.nodes.values() if applied_producer(n) and n.state and n.state.epoch > view.epoch]
+    return max(found, key=lambda n: (n.state.epoch if n.state else 0, n.name), default=None)
+
+
+def producer_lost(view: PoolView, ctx: Context, now: Now) -> str | None:
+    """Why the pool's producer is no longer forging by our command; None while it is (or may be).
+
+    Its actuator reports another role (it fenced itself, or a rolled-back broker or a failed
+    re-promotion left it relay), or it is offline and certainly fenced. Either way the pool
+    has no producer, and nothing in the tips says so: the node still relays, its tip fresh.
+    """
+    if view.producer is None or view.dry_run:
+        return None  # (a dry-run pool commands nobody: no node is expected to run what it says)
+    node = view.nodes[view.producer]
+    s = node.state
+    if s is None or s.dry_run or s.epoch > view.epoch:
+        return None
+    if s.online:
+        if s.pending is not None or s.role == "producer":
+            return None
+        fenced = ", having fenced itself" if s.fenced else ""
+        return f"producer {node.name} reports {s.role} at epoch {s.epoch}{fenced}"
+    if certainly_fenced(node, ctx, now):
+        return f"producer {node.name}'s actuator is offline and its node certainly fenced"
+    return None

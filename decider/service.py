@@ -252,6 +252,8 @@ class DeciderService:
         if event.link == self.link.client_id and event.kind == "disconnected":
             self.retained_read.lost()  # a new connection sends everything retained again
         self._links_up[event.link] = event.kind == "connected"
+        if event.kind == "connected" and event.link == self.link.client_id:
+            self.core.ctx.keepalive = self.link.keepalive()  # a broker may impose its own
         up = all(self._links_up.values())
         if not up and event.kind == "disconnected" and self.core.link_up:
             log.warning("deciding nothing until both broker connections are back")

@@ -79,6 +79,12 @@ def _retarget(out: Outbox, txn: Transition, why: str) -> bool:
     view, now = out.view, out.now
     given_up = txn.abandoned | {txn.to}
     ranked = candidates(view, out.ctx, now, exclude=given_up)
+    target = view.nodes[txn.to]
+    if not ranked and target.state is not None and target.state.fenced:
+        # Nobody else, and it only fenced itself (a lost link, now back): try it again, at a
+        # new epoch, which is the only one it takes producer at.
+        ranked = [n for n in candidates(view, out.ctx, now, exclude=txn.abandoned) if n is target]
+        given_up = txn.abandoned
     if not ranked:
         out.alert(
             f"stuck:{txn.epoch}",

@@ -65,7 +65,7 @@ def test_a_producer_already_offline_at_start_is_timed_from_first_sight() -> None
     sim.bootstrapped()
     sim.publishers["bp1"].chain = "dead"
     sim.cut("bp1")
-    sim.run(50)
+    sim.run(20)  # less than the fence wait: the first decider cannot know it is fenced yet
     sim.restart_decider()
     restarted = sim.clock.mono
     assert sim.run(300, until=lambda: sim.producer() == "bp2")
