@@ -113,6 +113,9 @@ class NodeState(WireModel):
     # A clean stop: the actuator exits and leaves its node as it is, so it promises no fence;
     # a Will of the same connection that arrives later promises nothing either.
     stopped: bool = False
+    # The signed role command this actuator accepted last (at its stored epoch): a decider
+    # trusts the epoch a node claims only when this backs it.
+    command: RoleCommand | None = None
 
 
 class Transition(WireModel):

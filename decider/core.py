@@ -97,8 +97,8 @@ class Decider:
         match fact:
             case TipSeen(pool, report, received_at, retained):
                 return self.on_tip(pool, report, now, received_at=received_at, retained=retained)
-            case StateSeen(pool, state):
-                return self.on_state(pool, state, now)
+            case StateSeen(pool, state, trusted):
+                return self.on_state(pool, state, now, trusted=trusted)
             case RoleReadBack(pool, command, retained):
                 return self.on_role(pool, command, now, retained=retained)
             case StatusReadBack(pool, status, retained):
@@ -186,8 +186,8 @@ class Decider:
             self._schedule(machine, now.wall)
         return actions
 
-    def on_state(self, pool: str, state: NodeState, now: Now) -> list[Action]:
-        actions = self.pools[pool].on_state(state, now)
+    def on_state(self, pool: str, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
+        actions = self.pools[pool].on_state(state, now, trusted=trusted)
         return actions + self._evaluate(pool, now)
 
     def on_role(self, pool: str, command: RoleCommand, now: Now, *, retained: bool) -> list[Action]:

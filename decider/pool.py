@@ -116,8 +116,9 @@ class PoolMachine:
         return True
 
     @fact
-    def on_state(self, state: NodeState, now: Now) -> list[Action]:
+    def on_state(self, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
         node = self.view.nodes[state.node]
+        node.claim_trusted = trusted
         if state.online:
             node.offline_since, node.offline_conn = None, None
         elif node.offline_since is None or (state.conn is not None and state.conn != node.offline_conn):
@@ -490,6 +491,13 @@ class PoolMachine:
         self._no_fence_alert(out)
         for node in view.nodes.values():
             s = node.state
+            if s is not None and not node.claim_trusted:
+                out.alert(
+                    f"claim:{node.name}:{s.epoch}",
+                    f"{node.name} reports {s.role} at epoch {s.epoch} without a valid signed command behind "
+                    "it: its claim is ignored (a forged state, or an actuator without the decider's key)",
+                    to=node.name,
+                )
             if s is not None:
                 warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
                 if warning is not None:

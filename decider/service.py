@@ -34,7 +34,14 @@ from types import FrameType
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import KeyLoadError, SignatureError, load_signing_key, sign_command, verify_command
+from bpfailover.signing import (
+    KeyLoadError,
+    SignatureError,
+    claim_backed,
+    load_signing_key,
+    sign_command,
+    verify_command,
+)
 from bpfailover.topics import TopicError, Topics, check_id
 from bpfailover.wire import (
     ControlRequest,
@@ -306,7 +313,8 @@ class DeciderService:
                 return extra + self.core.process(TipSeen(pool, report, item.received_at, item.retain), now)
             if where.kind == "state":
                 state = decode(NodeState, item.payload, pool=pool, node=where.node)
-                return self.core.process(StateSeen(pool, state), now)
+                trusted = self.public_key is None or claim_backed(state, self.public_key)
+                return self.core.process(StateSeen(pool, state, trusted), now)
             if where.kind == "role":
                 command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
                 # Every command on a role topic must carry our key's signature, whichever
