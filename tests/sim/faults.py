@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from tests.sim.world import L_BOUND, POOL, Outcome, Violation, World, _with_inline_within
 
-FAULTS_FROM, FAULTS_UNTIL = 20.0, 320.0
-HEAL_AT = 360.0
+FAULTS_FROM, FAULTS_UNTIL = 20.0, 270.0
+HEAL_AT = 310.0
 END = HEAL_AT + L_BOUND + 30.0
 
 
@@ -76,7 +76,8 @@ def generate(seed: int, nodes: int = 3) -> list[Fault]:
         node = rng.choice(["producer", "producer", *names])
         r = lambda a, b: round(rng.uniform(a, b), 2)  # noqa: E731
         if kind == "iso_rollback":
-            faults.append(Fault(at, kind, "producer", r(25, 60), str(r(5, 30))))
+            cut = r(40, 90)
+            faults.append(Fault(at, kind, "producer", cut, str(r(36, cut + 30))))
         elif kind == "amnesia":
             faults.append(Fault(at, kind, "", r(12, 40)))
         elif kind == "sigterm":
@@ -151,6 +152,9 @@ class Injector:
         world.trace.append(f"{self.loop.now:8.2f} FAULT {f!r} -> {self.node(f.target) if f.target else ''}")
         kind = f.kind
         if kind == "iso_rollback":
+            # The producer is cut off long enough to fence and be replaced; the broker then
+            # restarts with its retained messages from before the cut (while the old producer is
+            # still cut off when ``arg`` < duration, or after it is back).
             node = self.node(f.target)
             before = self.loop.now
             self.partition(self.links(node), "down", f.duration)
@@ -160,7 +164,7 @@ class Injector:
                 snapshot = broker.snapshot_before(before)
                 self.later(1.0, lambda: broker.restart(snapshot, "rollback"))
 
-            self.later(f.duration + float(f.arg), rollback)
+            self.later(float(f.arg), rollback)
         elif kind == "amnesia":
             broker.crash()
             self.later(f.duration, lambda: broker.restart({}, "amnesia"))
@@ -263,13 +267,20 @@ KEEPALIVE_FACTOR = 2.0  # seconds a flapping link stays down: long enough to be 
 # --- one run ------------------------------------------------------------------------------------
 
 
-def run(seed: int, schedule: list[Fault] | None = None, *, verbose: bool = False) -> Outcome:
-    """One seeded run; the services' logs are off (they cost more than the simulation)."""
+def run(
+    seed: int, schedule: list[Fault] | None = None, *, verbose: bool = False, mutant: str | None = None
+) -> Outcome:
+    """One seeded run; the services' logs are off (they cost more than the simulation).
+
+    ``mutant``: a safety fix reverted for this run (``tests.sim.mutants``)."""
+    from tests.sim.mutants import mutant as reverted
+
     previous = logging.root.manager.disable
     if not verbose:
         logging.disable(logging.CRITICAL)
     try:
-        return _with_inline_within(lambda: _run(seed, schedule, verbose))
+        with reverted(mutant):
+            return _with_inline_within(lambda: _run(seed, schedule, verbose))
     finally:
         logging.disable(previous)
 
@@ -317,6 +328,8 @@ def _run(seed: int, schedule: list[Fault] | None, verbose: bool) -> Outcome:
         if excluded is None and len(producing) != 1:
             raise Violation("L", world.loop.now, f"{len(producing)} nodes forge at the end")
         outcome.excluded = excluded
+        if world.violation is not None:
+            raise world.violation
     except Violation as exc:
         outcome.ok = False
         outcome.violation = exc

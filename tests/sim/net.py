@@ -6,7 +6,8 @@ safety protocol depends on is modelled:
 
 - links: a fixed latency plus an extra delay, FIFO per direction, and a ``mode``: ``up``,
   ``down`` (nothing passes), ``lossy`` (CONNECT/CONNACK, pings, SUBSCRIBE pass; every
-  PUBLISH and PUBACK is lost), ``tx_lost`` / ``rx_lost`` (one direction lost entirely);
+  PUBLISH and PUBACK is black-holed), ``tx_lost`` / ``rx_lost`` (one direction cut); what
+  a live connection cannot send is held, not lost (TCP), see ``Link``;
 - the broker: retained messages (with periodic snapshots, so that it can come back from
   a crash with an older copy, or with nothing), clean sessions, a Last Will per
   connection published when the connection dies (1.5 x keepalive of silence, or at once
@@ -81,18 +82,45 @@ class Proc(Protocol):
 
 
 class Link:
-    """The path between one client and the broker."""
+    """The path between one client and the broker.
+
+    A connection is a TCP stream: nothing on it is lost while it lives. A packet the link
+    cannot carry now is held, and everything after it on the same stream waits behind it
+    (TCP delivers in order); when the link carries it again the stream flows on, and an
+    endpoint drops what belongs to a connection that died meanwhile. So ``lossy`` (small
+    packets pass, every PUBLISH/PUBACK is black-holed, as with a path-MTU black hole)
+    lets a connection be made and then stalls it at its first publish, until keepalive
+    ends it: the link flaps. A new connection (its CONNECT, or the CONNACK to it) that
+    cannot pass is simply lost: the client's connect times out.
+    """
 
     def __init__(self, loop: Loop, name: str, latency: float = 0.005) -> None:
         self.loop = loop
         self.name = name
         self.latency = latency
-        self.mode = "up"
+        self._mode = "up"
         self.extra_delay = 0.0
         self._tail = {UP: 0.0, DOWN: 0.0}
+        self._held: dict[tuple[str, str], deque[tuple[str, Callable[[], None]]]] = {}
+
+    @property
+    def mode(self) -> str:
+        return self._mode
+
+    @mode.setter
+    def mode(self, mode: str) -> None:
+        self._mode = mode
+        for key in list(self._held):
+            direction = key[0]
+            queue = self._held[key]
+            while queue and self.passes(queue[0][0], direction):
+                kind, fn = queue.popleft()
+                self._deliver(direction, fn)
+            if not queue:
+                del self._held[key]
 
     def passes(self, kind: str, direction: str) -> bool:
-        mode = self.mode
+        mode = self._mode
         if mode == "up":
             return True
         if mode == "down":
@@ -105,19 +133,45 @@ class Link:
             return direction == UP
         raise ValueError(mode)
 
-    def send(self, kind: str, direction: str, fn: Callable[[], None]) -> bool:
-        """Deliver ``fn`` at the far end after the latency, in order; False when it is lost."""
-        if not self.passes(kind, direction):
+    def send(self, kind: str, direction: str, fn: Callable[[], None], stream: str | None = None) -> bool:
+        """Deliver ``fn`` at the far end after the latency, in order; False when it is lost.
+
+        ``stream``: the connection it belongs to (held, not lost); None for a new connection.
+        """
+        if stream is not None:
+            key = (direction, stream)
+            queue = self._held.get(key)
+            if queue is not None or not self.passes(kind, direction):
+                if queue is None:
+                    queue = self._held[key] = deque()
+                queue.append((kind, fn))
+                return True
+        elif not self.passes(kind, direction):
             return False
+        self._deliver(direction, fn)
+        return True
+
+    def _deliver(self, direction: str, fn: Callable[[], None]) -> None:
         loop = self.loop
         when = loop.now + self.latency + self.extra_delay + loop.rng.random() * self.latency
         when = max(when, self._tail[direction] + 1e-6)
         self._tail[direction] = when
         loop.at(when, fn)
-        return True
+
+
+_MATCHES: dict[tuple[str, str], bool] = {}
 
 
 def matches(pattern: str, topic: str) -> bool:
+    """MQTT topic filter matching (``+`` and a trailing ``#``)."""
+    key = (pattern, topic)
+    found = _MATCHES.get(key)
+    if found is None:
+        found = _MATCHES[key] = _matches(pattern, topic)
+    return found
+
+
+def _matches(pattern: str, topic: str) -> bool:
     if pattern == topic:
         return True
     p, t = pattern.split("/"), topic.split("/")
@@ -216,7 +270,7 @@ class Broker:
         if conn is None:
             return
         conn.subs.extend(filters)
-        client.link.send(CONTROL, DOWN, lambda: client.suback(conn_id))
+        client.link.send(CONTROL, DOWN, lambda: client.suback(conn_id), conn_id)
         for topic, payload in list(self.retained.items()):
             if any(matches(f, topic) for f in filters):
                 self._deliver(conn, topic, payload, retain=True)
@@ -226,11 +280,11 @@ class Broker:
         if conn is None:
             return
         self._route(topic, payload, retain)
-        client.link.send(DATA, DOWN, lambda: client.puback(conn_id, mid))
+        client.link.send(DATA, DOWN, lambda: client.puback(conn_id, mid), conn_id)
 
     def ping(self, client: Client, conn_id: str) -> None:
         if self._current(client, conn_id) is not None:
-            client.link.send(CONTROL, DOWN, lambda: client.pingresp(conn_id))
+            client.link.send(CONTROL, DOWN, lambda: client.pingresp(conn_id), conn_id)
 
     def disconnect(self, client: Client, conn_id: str) -> None:
         """A clean DISCONNECT: the Will is discarded."""
@@ -254,7 +308,7 @@ class Broker:
             del self.conns[conn.client.client_id]
         if notify:
             client, conn_id = conn.client, conn.conn_id
-            client.link.send(CONTROL, DOWN, lambda: client.closed(conn_id, why))
+            client.link.send(CONTROL, DOWN, lambda: client.closed(conn_id, why), conn_id)
         if will and conn.will is not None and self.up:
             self.log.append((self.loop.now, "will", f"{conn.client.client_id} {conn.conn_id} ({why})"))
             topic, payload = conn.will
@@ -272,9 +326,9 @@ class Broker:
 
     def _deliver(self, conn: Conn, topic: str, payload: bytes, *, retain: bool) -> None:
         client, conn_id = conn.client, conn.conn_id
-        client.link.send(DATA, DOWN, lambda: client.message(conn_id, topic, payload, retain))
+        client.link.send(DATA, DOWN, lambda: client.message(conn_id, topic, payload, retain), conn_id)
         if self.dup_rate and self.loop.rng.random() < self.dup_rate:
-            client.link.send(DATA, DOWN, lambda: client.message(conn_id, topic, payload, retain))
+            client.link.send(DATA, DOWN, lambda: client.message(conn_id, topic, payload, retain), conn_id)
 
 
 class Handler(Protocol):
@@ -336,6 +390,7 @@ class Client:
         self._last_rx = 0.0
         self._ping_sent: float | None = None
         self._generation = -1
+        self.on_rx: Callable[[], None] | None = None  # every packet received (a mutant's contact)
 
     def keepalive(self) -> float:
         """``MqttLink.keepalive``: the broker imposes none here."""
@@ -395,7 +450,7 @@ class Client:
         """``MqttLink.stop``: DISCONNECT (the broker discards the Will), then nothing more."""
         if self.state == "connected":
             conn_id = self.conn
-            self.link.send(CONTROL, UP, lambda: self.broker.disconnect(self, conn_id))
+            self.link.send(CONTROL, UP, lambda: self.broker.disconnect(self, conn_id), conn_id)
         self.state = "idle"
         self.active = False
 
@@ -403,7 +458,7 @@ class Client:
         """The process died: the OS closes the socket; the broker sees it if the link carries it."""
         if self.state == "connected":
             conn_id = self.conn
-            self.link.send(CONTROL, UP, lambda: self.broker.closed(self, conn_id))
+            self.link.send(CONTROL, UP, lambda: self.broker.closed(self, conn_id), conn_id)
         self.state = "idle"
         self.active = False
 
@@ -432,7 +487,7 @@ class Client:
         if self.subscriptions and self.state == "connected":
             self._tx()
             subs = list(self.subscriptions)
-            self.link.send(CONTROL, UP, lambda: self.broker.subscribe(self, conn_id, subs))
+            self.link.send(CONTROL, UP, lambda: self.broker.subscribe(self, conn_id, subs), conn_id)
         for pub in list(self.inflight):
             self._send(pub)
 
@@ -484,6 +539,7 @@ class Client:
             DATA,
             UP,
             lambda: self.broker.publish(self, conn_id, pub.mid, pub.topic, pub.payload, pub.retain),
+            conn_id,
         )
 
     # --- keepalive ------------------------------------------------------------------------------
@@ -493,6 +549,8 @@ class Client:
 
     def _rx(self) -> None:
         self._last_rx = self.loop.now
+        if self.on_rx is not None:
+            self.on_rx()
 
     def _arm_keepalive(self) -> None:
         self.loop.later(self._keepalive / 2, lambda: self._in_proc(self._keepalive_check))
@@ -508,5 +566,5 @@ class Client:
                 self._ping_sent = now
                 conn_id = self.conn
                 self._tx()
-                self.link.send(CONTROL, UP, lambda: self.broker.ping(self, conn_id))
+                self.link.send(CONTROL, UP, lambda: self.broker.ping(self, conn_id), conn_id)
         self._arm_keepalive()
