@@ -1,7 +1,7 @@
 """``python -m tests.sim``: a soak of the whole-system simulation, or the replay of one seed.
 
-    python -m tests.sim --seeds 10000 [--start 0] [--workers 2]
-    python -m tests.sim --seed 1234 --verbose      # the schedule, every fault, log line and event
+python -m tests.sim --seeds 10000 [--start 0] [--workers 2]
+python -m tests.sim --seed 1234 --verbose      # the schedule, every fault, log line and event
 """
 
 from __future__ import annotations
@@ -27,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run(args.seed, verbose=args.verbose, mutant=args.mutant)
         print("\n".join(outcome.notes) if outcome.notes else f"seed {args.seed}: ok")
         return 0 if outcome.ok else 1
-    summary = run_seeds(range(args.start, args.start + args.seeds), workers=args.workers, stop_at_first=args.stop, mutant=args.mutant)
+    summary = run_seeds(
+        range(args.start, args.start + args.seeds),
+        workers=args.workers,
+        stop_at_first=args.stop,
+        mutant=args.mutant,
+    )
     for seed, violation, notes in summary.failures:
         print(f"FAILED seed {seed}: {violation}")
         print("  " + notes[1] if len(notes) > 1 else "")

@@ -352,7 +352,10 @@ def report(world: World, schedule: list[Fault], outcome: Outcome) -> list[str]:
     lines.append("commands:")
     lines += [f"  {t:.2f} {d} {c.node} {c.role}@{c.epoch}: {c.reason}" for t, d, c in world.commands]
     lines.append("events:")
-    lines += [f"  {t:.2f} {d} {e.kind} {e.from_ or '-'}->{e.to or '-'} epoch={e.epoch}: {e.reason}" for t, d, e in world.events]
+    lines += [
+        f"  {t:.2f} {d} {e.kind} {e.from_ or '-'}->{e.to or '-'} epoch={e.epoch}: {e.reason}"
+        for t, d, e in world.events
+    ]
     lines.append(f"producing at the end: {world.producing()}")
     for n, node in world.nodes.items():
         lines.append(f"  {n}: forging={node.forging} alive={node.alive} stored={node.stored!r}")

@@ -100,7 +100,9 @@ def _patches(name: str) -> list[tuple[Any, str, Any]]:
     if name == "contact_any":
         return [(sim_world, "CONTACT_ANY_PACKET", True)]
     if name == "will_conn":
-        return [(decider_pool.PoolMachine, "on_state", _on_state_first_will(decider_pool.PoolMachine.on_state))]
+        return [
+            (decider_pool.PoolMachine, "on_state", _on_state_first_will(decider_pool.PoolMachine.on_state))
+        ]
     if "+" in name:
         return [p for part in name.split("+") for p in _patches(part)]
     raise KeyError(f"unknown mutant {name!r}; known: {', '.join(MUTANTS)}")

@@ -114,7 +114,7 @@ class Link:
             direction = key[0]
             queue = self._held[key]
             while queue and self.passes(queue[0][0], direction):
-                kind, fn = queue.popleft()
+                _kind, fn = queue.popleft()
                 self._deliver(direction, fn)
             if not queue:
                 del self._held[key]
@@ -239,7 +239,11 @@ class Broker:
             self.drop(conn, will=False, why="broker crash")
 
     def restart(self, retained: dict[str, bytes] | None = None, how: str = "restart") -> None:
-        """Back up with ``retained`` (None: what it had; an older snapshot: a rollback; {}: amnesia)."""
+        """Back up with ``retained`` (None: what it had; an older snapshot: a rollback; {}: amnesia).
+
+        A broker that is up crashes first: retained messages are only lost or rolled back by a restart."""
+        if self.up:
+            self.crash()
         if retained is not None:
             self.retained = dict(retained)
         self.up = True
@@ -275,7 +279,9 @@ class Broker:
             if any(matches(f, topic) for f in filters):
                 self._deliver(conn, topic, payload, retain=True)
 
-    def publish(self, client: Client, conn_id: str, mid: int, topic: str, payload: bytes, retain: bool) -> None:
+    def publish(
+        self, client: Client, conn_id: str, mid: int, topic: str, payload: bytes, retain: bool
+    ) -> None:
         conn = self._current(client, conn_id)
         if conn is None:
             return
@@ -495,7 +501,9 @@ class Client:
         self._in_proc(lambda: self._rx_if(conn_id, lambda: self.handler.on_subscribed(self)))
 
     def message(self, conn_id: str, topic: str, payload: bytes, retain: bool) -> None:
-        self._in_proc(lambda: self._rx_if(conn_id, lambda: self.handler.on_message(self, topic, payload, retain)))
+        self._in_proc(
+            lambda: self._rx_if(conn_id, lambda: self.handler.on_message(self, topic, payload, retain))
+        )
 
     def puback(self, conn_id: str, mid: int) -> None:
         self._in_proc(lambda: self._rx_if(conn_id, lambda: self._acked(mid)))

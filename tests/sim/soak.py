@@ -29,7 +29,14 @@ class Summary:
 
 def _one(seed: int, mutant: str | None = None) -> tuple[int, bool, str, list[str], float, bool]:
     outcome = run(seed, mutant=mutant)
-    return seed, outcome.ok, str(outcome.violation or ""), outcome.notes, outcome.sim_seconds, bool(outcome.excluded)
+    return (
+        seed,
+        outcome.ok,
+        str(outcome.violation or ""),
+        outcome.notes,
+        outcome.sim_seconds,
+        bool(outcome.excluded),
+    )
 
 
 def run_seeds(

@@ -342,7 +342,9 @@ class Publisher(Process):
     def started(self) -> None:
         self.seq = 0
         self.boot = f"pub-{self.node.name}-{self.incarnation}"
-        self.mqtt = self.client(self.link, f"publisher-{POOL}-{self.node.name}", self, contact_clock=self.host.boot)
+        self.mqtt = self.client(
+            self.link, f"publisher-{POOL}-{self.node.name}", self, contact_clock=self.host.boot
+        )
         self.mqtt.start()
         self.timer(self.loop.rng.random() * TIP_INTERVAL, self.report)
 
@@ -514,7 +516,7 @@ class Actuator(Process):
 class SimDeciderService(DeciderService):
     """DeciderService with its MQTT replaced by simulated clients; the rest is the real code."""
 
-    def __init__(self, proc: DeciderProc, decider_id: str) -> None:  # noqa: D107 (no super(): no I/O)
+    def __init__(self, proc: DeciderProc, decider_id: str) -> None:
         world = proc.world
         self.proc = proc
         self.config = SimpleNamespace(pools=[world.spec])  # type: ignore[assignment]
@@ -527,7 +529,9 @@ class SimDeciderService(DeciderService):
         self.kes_watch = KesWatch(DECIDER.kes_alert_periods)
         self.alerts = None
         self.metrics_served = False
-        self.core = Decider(DECIDER, [world.spec], decider_id, keepalive=KEEPALIVE, now=proc.now(), wait_for_read=True)
+        self.core = Decider(
+            DECIDER, [world.spec], decider_id, keepalive=KEEPALIVE, now=proc.now(), wait_for_read=True
+        )
         self.retained_read = RetainedRead()
 
     def publish(self, actions: list[Action]) -> None:
@@ -575,7 +579,9 @@ class DeciderProc(Process):
             topics.control(POOL),
         ]
         cid = f"decider-{self.decider_id}"
-        self.work = self.client(self.links["work"], cid, self, contact_clock=self.host.mono, subscriptions=subs)
+        self.work = self.client(
+            self.links["work"], cid, self, contact_clock=self.host.mono, subscriptions=subs
+        )
         self.commands = self.client(self.links["cmd"], cid + "-cmd", self, contact_clock=self.host.mono)
         self.presence_will = None
         self.presence = self.client(
@@ -818,4 +824,3 @@ def _with_inline_within(fn: Callable[[], Outcome]) -> Outcome:
         return fn()
     finally:
         controller_module.within = original  # type: ignore[assignment]
-
