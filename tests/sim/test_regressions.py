@@ -38,7 +38,13 @@ OPEN: list[tuple[int, list[Fault], str, str]] = [
     ),
 ]
 
-MUTANTS: list[tuple[str, int]] = []
+MUTANTS: list[tuple[str, int]] = [
+    ("reapply", 39),  # class 1: the old producer re-promoted by a rolled-back producer command
+    ("recommand", 0),  # class 2: a fenced producer never re-commanded: no producer
+    ("clean_stop", 0),  # class 3: a clean stop promising a fence it will not carry out
+    ("stop_will", 16),  # class 3: the Will after a clean stop taken as a fence promise
+    ("contact_any+will_conn", 20),  # class 4: CONNACKs as contact, the fence timed from the first Will
+]
 
 
 @pytest.mark.parametrize(("seed", "schedule", "kind"), FIXED, ids=[str(s) for s, _, _ in FIXED])
