@@ -25,7 +25,7 @@ from tests.sim.world import L_BOUND, POOL, Outcome, Violation, World, _with_inli
 
 FAULTS_FROM, FAULTS_UNTIL = 20.0, 270.0
 HEAL_AT = 310.0
-END = HEAL_AT + L_BOUND + 30.0
+END = HEAL_AT + L_BOUND + 10.0
 
 
 @dataclass(frozen=True)
