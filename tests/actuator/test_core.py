@@ -211,3 +211,18 @@ def test_an_unreadable_contact_memory_counts_as_long_ago(tmp_path: Path) -> None
     (tmp_path / "last-contact.json").write_text(json.dumps({"boot_id": "x", "boot": "soon"}))
     assert ContactMemory(tmp_path, boot="x").load(10.0, WALL0) == -math.inf
     assert ContactMemory(tmp_path / "none", boot="x").load(10.0, WALL0) is None
+
+
+def test_a_demotion_under_way_keeps_proving_the_loop_alive(node_files: NodeFiles) -> None:
+    # systemd's watchdog must not kill an actuator that is busy demoting (its restart runs).
+    clock = Clock()
+    producer_at(node_files, 3)
+    core = make_core(node_files, clock, MemoryStub(), [])
+    beats: list[int] = []
+    core.on_alive = lambda: beats.append(1)
+    core.controller.alive = core.on_alive
+    node_files.restart.hang(1.0)
+    clock.boot += FENCE_AFTER + 1
+    core.check_fence()
+    assert node_files.env_file.read_bytes() == RELAY_ENV
+    assert len(beats) >= 5  # every 0.1 s while the restart ran, not only before and after
