@@ -316,7 +316,9 @@ class SimMethod:
     def describe(self, role: Role) -> str:
         return f"sim: {role}"
 
-    def apply(self, role: Role, abort: Callable[[], bool] | None = None) -> None:
+    def apply(
+        self, role: Role, abort: Callable[[], bool] | None = None, alive: Callable[[], None] | None = None
+    ) -> None:
         if role == "producer" and abort is not None and abort():
             raise ApplyAborted("sim: stopped to fence")
         self.node.forging = role == "producer"
