@@ -65,6 +65,7 @@ class NodeView:
     # The connection of the latest Will counted in offline_since: a Will of another connection
     # restarts the wait (the actuator's fence clock restarted with that connection's contact).
     offline_conn: str | None = None
+    online_conn: str | None = None  # the connection of the latest online report
     # A connection whose clean-stop report we saw: its Will, if it comes, promises no fence.
     stopped_conn: str | None = None
     # Why its last tip was refused (a time ahead of our clock): not eligible while it lasts.

@@ -120,10 +120,15 @@ class PoolMachine:
         node = self.view.nodes[state.node]
         node.claim_trusted = trusted
         if state.online:
-            node.offline_since, node.offline_conn = None, None
-        elif node.offline_since is None or (state.conn is not None and state.conn != node.offline_conn):
-            # Each connection's Will restarts the wait: the actuator may have been in contact
-            # (its report acknowledged) on the connection this Will ends.
+            node.offline_since, node.offline_conn, node.online_conn = None, None, state.conn
+        elif node.offline_since is None or (
+            state.conn is not None and state.conn != node.offline_conn and state.conn == node.online_conn
+        ):
+            # The wait restarts at the Will of a connection we saw a report from: the actuator's
+            # fence counts from its last acknowledged report, which reaches us before that Will.
+            # The Will of a connection that never got a report through (a lossy link that only
+            # connects) does not: the actuator had no contact on it, and waiting again at every
+            # such Will would never end while the link flaps.
             node.offline_since, node.offline_conn = now.mono, state.conn
         if state.stopped:
             node.stopped_conn = state.conn
