@@ -115,7 +115,13 @@ class Transition(WireModel):
     phase: str = Field(max_length=32)
 
 
+DeciderMode = Literal["starting", "standby", "active"]
+
+
 class DeciderStatus(WireModel):
+    """A decider's status: retained on ``{pool}/decider`` by the active decider, and on
+    ``{pool}/deciders/{id}`` by every decider as its presence (both with a Last Will)."""
+
     pool: PoolId
     decider: str = Field(min_length=1, max_length=64)
     online: bool
@@ -128,6 +134,15 @@ class DeciderStatus(WireModel):
     maintenance: dict[str, float | None] = Field(default_factory=dict)
     transition: Transition | None = None
     updated_at: float
+    # Added for two deciders per pool; absent in older payloads, which still parse.
+    # A random id per decider process: a second process with the same decider id has another.
+    instance: str | None = Field(default=None, max_length=64)
+    standby: bool | None = None  # configured as the standby (``[decider] standby``)
+    mode: DeciderMode | None = None  # what it does now: starting, standby (defers) or active
+    # The flap history, as unix times (a restart loses the monotonic clock): the automatic
+    # changes within flap_window, and the last change (min_switch_interval counts from it).
+    changes: list[float] = Field(default_factory=list, max_length=100)
+    last_change_at: float | None = None
 
 
 class ControlRequest(WireModel):

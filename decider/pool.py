@@ -346,6 +346,7 @@ class PoolMachine:
             return
         if decision.kind != "bootstrap":
             view.changes.append(now.mono)
+            view.changes_wall.append(now.wall)
         transition.start(
             out, kind=decision.kind, to=decision.to, from_=decision.from_, reason=decision.reason
         )
