@@ -41,4 +41,12 @@ class PublishEvent:
     event: DecisionEvent
 
 
-Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent
+@dataclass(frozen=True)
+class PublishPresence:
+    """Retained on ``{prefix}/{pool}/deciders/{decider}``: this decider's own presence."""
+
+    pool: str
+    status: DeciderStatus
+
+
+Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent | PublishPresence
