@@ -60,6 +60,8 @@ class RoleController:
         self.store = store
         self.dry_run = dry_run
         self.on_change = on_change or (lambda: None)
+        # Called while an apply runs (a command, a retry pause): busy, not hung (systemd's watchdog).
+        self.alive: Callable[[], None] = lambda: None
         self.stored: StoredState | None = None
         self.applied: AppliedRole = "unknown"
         self.applied_epoch = 0  # the epoch of the command whose role is ``applied``
@@ -299,7 +301,7 @@ class RoleController:
         self.pending = role
         self.on_change()
         try:
-            self.method.apply(role, abort)
+            self.method.apply(role, abort, self.alive)
         except ApplyError as exc:
             self.applied = exc.applied
             self.apply_error = str(exc)[:300]

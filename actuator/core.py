@@ -107,6 +107,7 @@ class ActuatorCore:
         self._next_fence_try = -math.inf
         self._next_demotion_try = -math.inf
         controller.on_change = self.report
+        controller.alive = on_alive
 
     # --- what the actuator promises and reports ---------------------------------------------
 

@@ -169,7 +169,8 @@ def test_producer_cut_off_fences_before_the_standby_is_promoted(
 
 def test_broker_restart_changes_nothing(cluster_factory: ClusterFactory, report: Report) -> None:
     """The broker restarts (retained messages persist): every service reconnects and
-    the pool keeps its producer and epoch; a producer that fenced meanwhile resumes."""
+    the pool keeps its producer; a producer that fenced meanwhile is re-commanded at a new
+    epoch (never on its old retained command), with no failover."""
     cluster = cluster_factory(injector=THROUGHOUT)
     cluster.wait_bootstrapped()
     t0 = cluster.note("broker restart")
@@ -180,11 +181,21 @@ def test_broker_restart_changes_nothing(cluster_factory: ClusterFactory, report:
         for n in cluster.nodes
     ), 20, "every actuator reconnected and reported online")
     cluster.wait(lambda: cluster.check.env_role("bp1") == "producer", 15, "bp1 producer after the restart")
-    watch_quietly(cluster, T.stale_after + 1)
+    epoch = cluster.wait(lambda: producer_epoch(cluster, "bp1"), 15, "bp1 reports producer")
+    watch_quietly(cluster, T.stale_after + 1, epoch=epoch)
     assert cluster.check.env_role("bp2") == "relay"
+    assert not [c for _, c in cluster.check.role_commands() if c.node == "bp2" and c.role == "producer"]
     gaps = producerless(cluster, "bp1", t0)
     finish(cluster, report, "broker restart", t0, failover=None, theory=None,
            extra={"producer_gap_s": gaps})
+
+
+def producer_epoch(cluster: Cluster, node: str) -> int | None:
+    """The epoch ``node``'s actuator reports producer at, once it does (online, nothing pending)."""
+    state = cluster.check.latest_state(node)
+    if state is None or not state.online or state.role != "producer" or state.pending is not None:
+        return None
+    return state.epoch
 
 
 def producerless(cluster: Cluster, node: str, after: float) -> float:
@@ -205,8 +216,9 @@ def producerless(cluster: Cluster, node: str, after: float) -> float:
 
 def test_broker_down_longer_than_fence_after(cluster_factory: ClusterFactory, report: Report) -> None:
     """The broker is away for longer than fence_after (but less than stale_after): the
-    producer fences itself, and when the broker returns it resumes on its retained
-    command at the same epoch. No failover, no overlap."""
+    producer fences itself; when the broker returns it refuses its retained producer
+    command (perhaps a rolled-back copy) and the decider re-commands it at a new epoch.
+    No failover, no overlap."""
     cluster = cluster_factory(injector=THROUGHOUT)
     cluster.wait_bootstrapped()
     t0 = cluster.broker_stop()
@@ -219,9 +231,10 @@ def test_broker_down_longer_than_fence_after(cluster_factory: ClusterFactory, re
     cluster.wait(lambda: time.monotonic() >= t0 + T.fence_after + 1, 5, "outage length")
     back = cluster.broker_start()
     resumed = cluster.wait(lambda: cluster.check.producer_since("bp1", back), 20, "bp1 producer again")
-    cluster.wait(lambda: cluster.state_is("bp1", online=True, role="producer", epoch=1, fenced=False), 10,
-                 "bp1 reports producer@1, not fenced")
-    watch_quietly(cluster, T.stale_after)
+    cluster.wait(lambda: cluster.state_is("bp1", online=True, role="producer", epoch=2, fenced=False), 10,
+                 "bp1 reports producer@2 (re-commanded), not fenced")
+    assert not [c for _, c in cluster.check.role_commands() if c.node == "bp2" and c.role == "producer"]
+    watch_quietly(cluster, T.stale_after, epoch=2)
     assert cluster.check.env_role("bp2") == "relay"
     finish(cluster, report, "broker down > fence_after", t0, failover=None, theory=None,
            extra={"outage_s": round(back - t0, 3), "fenced_after_s": round(fenced - t0, 3),
