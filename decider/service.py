@@ -426,9 +426,8 @@ class DeciderService:
             elif isinstance(action, PublishEvent):
                 event = action.event
                 self.link.publish(self.topics.events(action.pool), event.to_json())
-                level = (
-                    logging.INFO if event.kind in ("control", "promoted", "recovered") else logging.WARNING
-                )
+                routine = event.kind in ("control", "promoted", "recovered", "decider")
+                level = logging.INFO if routine else logging.WARNING
                 log.log(level, "%s", _event_line(event))
                 for listener in self.listeners:
                     try:
