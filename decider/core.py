@@ -38,6 +38,19 @@ from bpfailover.settings import DeciderSettings, PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, DecisionEvent, NodeState, RoleCommand, TipReport
 from decider.actions import Action, PublishEvent, PublishPresence, PublishStatus
 from decider.emit import build_status, node_inputs
+from decider.facts import (
+    ControlAsked,
+    Due,
+    Fact,
+    LinkChanged,
+    PresenceSeen,
+    RetainedReadDone,
+    RoleReadBack,
+    StateSeen,
+    StatusReadBack,
+    Tick,
+    TipSeen,
+)
 from decider.model import Context, Now, PoolView
 from decider.peers import Peers
 from decider.pool import PoolMachine
@@ -100,6 +113,35 @@ class Decider:
     def next_due(self) -> float | None:
         """The wall instant of the earliest producer going stale, if any is scheduled."""
         return self._due[0][0] if self._due else None
+
+    # --- the one way in ------------------------------------------------------------------------
+
+    def process(self, fact: Fact, now: Now) -> list[Action]:
+        """Take one fact, return what to publish, in order. The shell and the simulation use
+        only this; the methods below are its cases."""
+        match fact:
+            case TipSeen(pool, report, received_at, retained):
+                return self.on_tip(pool, report, now, received_at=received_at, retained=retained)
+            case StateSeen(pool, state):
+                return self.on_state(pool, state, now)
+            case RoleReadBack(pool, command, retained):
+                return self.on_role(pool, command, now, retained=retained)
+            case StatusReadBack(pool, status, retained):
+                return self.on_status(pool, status, now, retained=retained)
+            case PresenceSeen(pool, status, retained):
+                return self.on_presence(pool, status, now, retained=retained)
+            case ControlAsked(pool, request):
+                return self.on_control(pool, request, now)
+            case LinkChanged(up):
+                return self.on_link(up, now)
+            case RetainedReadDone():
+                self.on_retained_read()
+                return self.tick(now)
+            case Tick():
+                return self.tick(now)
+            case Due():
+                return self.due(now)
+        raise TypeError(f"not a decider fact: {fact!r}")
 
     # --- inputs -------------------------------------------------------------------------------
 

@@ -16,8 +16,10 @@ which is what makes that safe.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from bpfailover.settings import PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
@@ -28,6 +30,20 @@ from decider.invariants import fence_warning
 from decider.model import Command, Context, NodeView, Now, PoolView
 
 SETTLED_MARGIN = 0.01  # seconds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fact(method: F) -> F:
+    """A method that takes in a new fact: whatever was settled must be judged again. The one
+    place that says so, for every way in."""
+
+    @functools.wraps(method)
+    def wrapped(self: PoolMachine, *args: Any, **kwargs: Any) -> Any:
+        self._settled_until = None
+        return method(self, *args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
 
 
 class Settled(NamedTuple):
@@ -69,13 +85,13 @@ class PoolMachine:
 
     # --- facts in -----------------------------------------------------------------------------
 
+    @fact
     def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool:
         """Record a tip report; False for a duplicate or replay (same boot, seq not newer)."""
         node = self.view.nodes[report.node]
         last = node.last_tip
         if last is not None and last.boot == report.boot and report.seq <= last.seq:
             return False
-        self._settled_until = None
         node.last_tip = report
         usable = report.ok and report.tip_time is not None
         fresh = usable and received_at - report.tip_time <= self.ctx.settings.stale_after  # type: ignore[operator]
@@ -87,8 +103,8 @@ class PoolMachine:
             node.skew = received_at - report.sent_at
         return True
 
+    @fact
     def on_state(self, state: NodeState, now: Now) -> list[Action]:
-        self._settled_until = None
         node = self.view.nodes[state.node]
         if state.online:
             node.offline_since, node.offline_conn = None, None
@@ -119,9 +135,9 @@ class PoolMachine:
             return out.actions
         return []
 
+    @fact
     def on_role(self, command: RoleCommand, retained: bool, now: Now) -> list[Action]:
         """A role command read back: a retained one at start, or our own echo (delivery proof)."""
-        self._settled_until = None
         view = self.view
         node = view.nodes[command.node]
         current = node.command
@@ -151,8 +167,8 @@ class PoolMachine:
             return out.actions
         return []
 
+    @fact
     def on_status(self, status: DeciderStatus, retained: bool) -> None:
-        self._settled_until = None
         view = self.view
         if not view.recovered:
             # Retained at a start; live too while another decider is active and this one waits:
@@ -164,8 +180,8 @@ class PoolMachine:
             # Our presence Will fired while we still run: say we are here again.
             view.last_status = None
 
+    @fact
     def on_control(self, request: ControlRequest, now: Now) -> list[Action]:
-        self._settled_until = None
         out = Outbox(self.view, self.ctx, now)
         if not self.view.recovered:
             out.event(
@@ -178,15 +194,15 @@ class PoolMachine:
         control.handle(out, request, self.answers)
         return out.actions + self.evaluate(now)
 
+    @fact
     def activate(self) -> None:
         """This decider takes over the pool: the next evaluation recovers it, as after a restart."""
-        self._settled_until = None
         self.view.recovered = False
 
+    @fact
     def deactivate(self, now: Now) -> list[Action]:
         """Another decider takes over: stop deciding, and keep what we knew as the status to
         recover from should we take over again before anyone publishes a newer one."""
-        self._settled_until = None
         view = self.view
         if view.recovered:
             view.read_back_status = build_status(view, self.ctx, now)
@@ -197,9 +213,9 @@ class PoolMachine:
         view.last_status, view.last_status_mono = None, None
         return []
 
+    @fact
     def on_link_up(self, now: Now) -> None:
         """Our own link came back: what we saw offline is timed from now, to be safe."""
-        self._settled_until = None
         for node in self.view.nodes.values():
             if node.state is not None and not node.state.online:
                 node.offline_since = now.mono
@@ -565,8 +581,8 @@ class PoolMachine:
             if now.mono - c.issued_mono >= after:
                 out.command(node.name, c.role, c.epoch, f"republish: not confirmed after {after:g}s")
 
+    @fact
     def status(self, now: Now, *, online: bool) -> list[Action]:
-        self._settled_until = None
         out = Outbox(self.view, self.ctx, now)
         out.status(online=online)
         return out.actions

@@ -60,6 +60,18 @@ from decider.actions import Action, PublishDryRun, PublishEvent, PublishPresence
 from decider.alerts import KesWatch
 from decider.alerts import from_settings as alerts_from_settings
 from decider.core import PRESENCE_INTERVAL, Decider
+from decider.facts import (
+    ControlAsked,
+    Due,
+    LinkChanged,
+    PresenceSeen,
+    RetainedReadDone,
+    RoleReadBack,
+    StateSeen,
+    StatusReadBack,
+    Tick,
+    TipSeen,
+)
 from decider.invariants import check_invariants
 from decider.metrics import DeciderMetrics
 from decider.model import Now
@@ -297,7 +309,7 @@ class DeciderService:
         if event.kind == "disconnected" and event.reason == TAKEN_OVER:
             # Another client connected with our client id: another decider with our id. Going on
             # would take the session back, and it would take it again, for ever: stop instead.
-            self.core.on_link(False, now)
+            self.core.process(LinkChanged(False), now)
             self._refuse(
                 f"another decider with id {self.decider_id} is running (it took over this decider's broker "
                 "session, same MQTT client id); give each decider its own [decider] id"
@@ -311,7 +323,7 @@ class DeciderService:
         up = all(self._links_up.values())
         if not up and event.kind == "disconnected" and self.core.link_up:
             log.warning("deciding nothing until both broker connections are back")
-        return self.core.on_link(up, now)
+        return self.core.process(LinkChanged(up), now)
 
     def _watch_read(self, item: Incoming | None, now: Now) -> None:
         """Tell the core when the retained messages are all in (after a message, or a tick)."""
@@ -319,10 +331,9 @@ class DeciderService:
         why = read.over(None if item is None else item.retain, now.mono)
         if why is None:
             return
-        self.core.on_retained_read()
         log.info("read %d retained messages in %.1fs (%s)", read.count, read.seconds, why)
-        if item is not None:  # (from a tick, the tick itself goes on to evaluate every pool)
-            self.publish(self.core.tick(now))  # recover now (if the grace is over), not a tick later
+        # Recover now (if the grace is over), not a tick later.
+        self.publish(self.core.process(RetainedReadDone(), now))
 
     def dispatch(self, item: Incoming, now: Now) -> list[Action]:
         topic = item.topic
@@ -346,7 +357,7 @@ class DeciderService:
                 why = f"payload decider {status.decider!r} but topic {where.node!r}"
                 self.rejections.reject("topic_mismatch", why, topic=topic)
                 return []
-            return self.core.on_presence(where.pool, status, now, retained=item.retain)
+            return self.core.process(PresenceSeen(where.pool, status, item.retain), now)
         if where.node is not None and not self.core.knows(where.pool, where.node):
             self.rejections.reject(
                 "unknown_node", f"node {where.node!r} is not in pool {where.pool}", topic=topic
@@ -360,23 +371,20 @@ class DeciderService:
                 # (A standby keeps quiet: the active decider raises it.)
                 quiet = kes is None or not self.core.active
                 extra: list[Action] = [] if quiet else [PublishEvent(pool, kes)]  # type: ignore[arg-type]
-                return extra + self.core.on_tip(
-                    pool, report, now, received_at=item.received_at, retained=item.retain
-                )
+                return extra + self.core.process(TipSeen(pool, report, item.received_at, item.retain), now)
             if where.kind == "state":
-                return self.core.on_state(
-                    pool, decode(NodeState, item.payload, pool=pool, node=where.node), now
-                )
+                state = decode(NodeState, item.payload, pool=pool, node=where.node)
+                return self.core.process(StateSeen(pool, state), now)
             if where.kind == "role":
                 command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
                 # Every command on a role topic must carry our key's signature, whichever
                 # decider id it names: an unsigned or forged one must not steer the pool.
                 if self.public_key is not None:
                     verify_command(command, self.public_key)
-                return self.core.on_role(pool, command, now, retained=item.retain)
+                return self.core.process(RoleReadBack(pool, command, item.retain), now)
             if where.kind == "decider":
                 status = decode(DeciderStatus, item.payload, pool=pool)
-                return self.core.on_status(pool, status, now, retained=item.retain)
+                return self.core.process(StatusReadBack(pool, status, item.retain), now)
             if where.kind == "control":
                 if item.retain:
                     self.rejections.reject(
@@ -391,7 +399,7 @@ class DeciderService:
                     request.request_id,
                     request.requested_by,
                 )
-                return self.core.on_control(pool, request, now)
+                return self.core.process(ControlAsked(pool, request), now)
         except PayloadRejected as exc:
             self.rejections.reject(exc.reason, exc.detail, topic=topic)
         except SignatureError as exc:
@@ -483,12 +491,12 @@ class DeciderService:
         return due - time.time()
 
     def on_due(self) -> None:
-        self.publish(self.core.due(wall_and_mono()))
+        self.publish(self.core.process(Due(), wall_and_mono()))
 
     def tick(self) -> None:
         if not self.core.read_done:
             self._watch_read(None, wall_and_mono())
-        self.publish(self.core.tick(wall_and_mono()))
+        self.publish(self.core.process(Tick(), wall_and_mono()))
         now = wall_and_mono()
         if self.metrics_served and now.mono >= self._metrics_due:
             # Gauges are scraped every 15 s or so; refreshing them every tick would cost a
