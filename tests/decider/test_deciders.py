@@ -127,3 +127,13 @@ def test_two_deciders_with_the_same_id_both_active_leave_exactly_one() -> None:
     refused = [m for m in sim.fleet.members if m.core.refused is not None]
     assert len(refused) == 1 and not refused[0].core.active
     assert sum(1 for m in sim.fleet.members if m.core.active) == 1
+
+
+def test_a_takeover_delay_of_zero_is_refused() -> None:
+    import pytest
+
+    from bpfailover.settings import ConfigError, DeciderSettings
+    from decider.invariants import check_invariants
+
+    with pytest.raises(ConfigError, match=r"decider.takeover_delay \(0s\) must be greater than 0"):
+        check_invariants(DeciderSettings(standby=True, takeover_delay=0), keepalive=30)
