@@ -42,6 +42,16 @@ class PublishEvent:
 
 
 @dataclass(frozen=True)
+class Reject:
+    """An input the core refused (e.g. a time ahead of our clock): count it and log it once."""
+
+    pool: str
+    node: str
+    reason: str  # a short counter label
+    detail: str
+
+
+@dataclass(frozen=True)
 class PublishPresence:
     """Retained on ``{prefix}/{pool}/deciders/{decider}``: this decider's own presence."""
 
@@ -49,4 +59,4 @@ class PublishPresence:
     status: DeciderStatus
 
 
-Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent | PublishPresence
+Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent | Reject | PublishPresence

@@ -36,7 +36,7 @@ from collections.abc import Iterable
 
 from bpfailover.settings import DeciderSettings, PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, DecisionEvent, NodeState, RoleCommand, TipReport
-from decider.actions import Action, PublishEvent, PublishPresence, PublishStatus
+from decider.actions import Action, PublishEvent, PublishPresence, PublishStatus, Reject
 from decider.emit import build_status, node_inputs
 from decider.facts import (
     ControlAsked,
@@ -122,8 +122,8 @@ class Decider:
         match fact:
             case TipSeen(pool, report, received_at, retained):
                 return self.on_tip(pool, report, now, received_at=received_at, retained=retained)
-            case StateSeen(pool, state):
-                return self.on_state(pool, state, now)
+            case StateSeen(pool, state, trusted):
+                return self.on_state(pool, state, now, trusted=trusted)
             case RoleReadBack(pool, command, retained):
                 return self.on_role(pool, command, now, retained=retained)
             case StatusReadBack(pool, status, retained):
@@ -180,7 +180,10 @@ class Decider:
     ) -> list[Action]:
         at = now.wall if received_at is None else received_at
         machine = self.pools[pool]
-        if not machine.on_tip(report, at, retained):
+        taken = machine.on_tip(report, at, retained)
+        if isinstance(taken, str):
+            return [Reject(pool, report.node, "future", taken), *self._evaluate(pool, now)]
+        if not taken:
             return []
         if report.node == machine.view.producer:
             self._schedule(machine, now.wall)
@@ -217,8 +220,8 @@ class Decider:
             self._schedule(machine, now.wall)
         return actions
 
-    def on_state(self, pool: str, state: NodeState, now: Now) -> list[Action]:
-        actions = self.pools[pool].on_state(state, now)
+    def on_state(self, pool: str, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
+        actions = self.pools[pool].on_state(state, now, trusted=trusted)
         return actions + self._evaluate(pool, now)
 
     def on_role(self, pool: str, command: RoleCommand, now: Now, *, retained: bool) -> list[Action]:

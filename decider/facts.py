@@ -29,6 +29,9 @@ class StateSeen:
 
     pool: str
     state: NodeState
+    # The epoch it claims is backed by the signed command it carries (``signing.claim_backed``),
+    # or there is no key to check with. An untrusted claim never moves the pool's epoch.
+    trusted: bool = True
 
 
 @dataclass(frozen=True)

@@ -86,12 +86,24 @@ class PoolMachine:
     # --- facts in -----------------------------------------------------------------------------
 
     @fact
-    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool:
-        """Record a tip report; False for a duplicate or replay (same boot, seq not newer)."""
+    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool | str:
+        """Record a tip report; False for a duplicate or replay (same boot, seq not newer), or
+        why it was refused: a time further ahead of our clock than max_clock_skew (a tip that
+        would never go stale). The node is not eligible until a sound report comes."""
         node = self.view.nodes[report.node]
         last = node.last_tip
         if last is not None and last.boot == report.boot and report.seq <= last.seq:
             return False
+        limit = received_at + self.ctx.settings.max_clock_skew
+        for what, at in (("tip_time", report.tip_time), ("sent_at", report.sent_at)):
+            if at is not None and at > limit:
+                node.refused_tip = (
+                    f"{what} {at - received_at:.0f}s ahead of the decider's clock "
+                    f"(max_clock_skew {self.ctx.settings.max_clock_skew:g}s)"
+                )
+                node.fresh_streak = 0
+                return node.refused_tip  # (not kept as the last tip: its seq proves nothing)
+        node.refused_tip = None
         node.last_tip = report
         usable = report.ok and report.tip_time is not None
         fresh = usable and received_at - report.tip_time <= self.ctx.settings.stale_after  # type: ignore[operator]
@@ -104,8 +116,9 @@ class PoolMachine:
         return True
 
     @fact
-    def on_state(self, state: NodeState, now: Now) -> list[Action]:
+    def on_state(self, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
         node = self.view.nodes[state.node]
+        node.claim_trusted = trusted
         if state.online:
             node.offline_since, node.offline_conn = None, None
         elif node.offline_since is None or (state.conn is not None and state.conn != node.offline_conn):
@@ -500,6 +513,13 @@ class PoolMachine:
         self._no_fence_alert(out)
         for node in view.nodes.values():
             s = node.state
+            if s is not None and not node.claim_trusted:
+                out.alert(
+                    f"claim:{node.name}:{s.epoch}",
+                    f"{node.name} reports {s.role} at epoch {s.epoch} without a valid signed command behind "
+                    "it: its claim is ignored (a forged state, or an actuator without the decider's key)",
+                    to=node.name,
+                )
             if s is not None:
                 warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
                 if warning is not None:

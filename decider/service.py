@@ -44,7 +44,14 @@ from types import FrameType
 from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import KeyLoadError, SignatureError, load_signing_key, sign_command, verify_command
+from bpfailover.signing import (
+    KeyLoadError,
+    SignatureError,
+    claim_backed,
+    load_signing_key,
+    sign_command,
+    verify_command,
+)
 from bpfailover.topics import TopicError, Topics, check_id
 from bpfailover.wire import (
     ControlRequest,
@@ -56,7 +63,15 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishPresence, PublishRole, PublishStatus
+from decider.actions import (
+    Action,
+    PublishDryRun,
+    PublishEvent,
+    PublishPresence,
+    PublishRole,
+    PublishStatus,
+    Reject,
+)
 from decider.alerts import KesWatch
 from decider.alerts import from_settings as alerts_from_settings
 from decider.core import PRESENCE_INTERVAL, Decider
@@ -374,7 +389,8 @@ class DeciderService:
                 return extra + self.core.process(TipSeen(pool, report, item.received_at, item.retain), now)
             if where.kind == "state":
                 state = decode(NodeState, item.payload, pool=pool, node=where.node)
-                return self.core.process(StateSeen(pool, state), now)
+                trusted = self.public_key is None or claim_backed(state, self.public_key)
+                return self.core.process(StateSeen(pool, state, trusted), now)
             if where.kind == "role":
                 command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
                 # Every command on a role topic must carry our key's signature, whichever
@@ -429,6 +445,9 @@ class DeciderService:
                     " (dry-run)" if dry else "",
                     command.reason,
                 )
+            elif isinstance(action, Reject):
+                topic = self.topics.tip(action.pool, action.node)
+                self.rejections.reject(action.reason, action.detail, topic=topic)
             elif isinstance(action, PublishStatus):
                 self.link.publish(self.topics.decider(action.pool), action.status.to_json(), retain=True)
             elif isinstance(action, PublishEvent):
