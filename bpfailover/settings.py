@@ -166,6 +166,10 @@ class DeciderSettings(Section):
     webhook_url: str | None = None
     webhook_format: Literal["json", "slack"] = "json"
     kes_alert_periods: int = Field(default=5, ge=0)
+    # Two deciders per pool: the standby defers while a preferred decider is present, and
+    # takes over takeover_delay after the active one's presence went offline.
+    standby: bool = False
+    takeover_delay: Duration = 60.0
 
 
 class PoolNode(Section):

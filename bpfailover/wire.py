@@ -129,7 +129,13 @@ class Transition(WireModel):
     phase: str = Field(max_length=32)
 
 
+DeciderMode = Literal["starting", "standby", "active"]
+
+
 class DeciderStatus(WireModel):
+    """A decider's status: retained on ``{pool}/decider`` by the active decider, and on
+    ``{pool}/deciders/{id}`` by every decider as its presence (both with a Last Will)."""
+
     pool: PoolId
     decider: str = Field(min_length=1, max_length=64)
     online: bool
@@ -142,6 +148,15 @@ class DeciderStatus(WireModel):
     maintenance: dict[str, UnixTime | None] = Field(default_factory=dict)
     transition: Transition | None = None
     updated_at: UnixTime
+    # Added for two deciders per pool; absent in older payloads, which still parse.
+    # A random id per decider process: a second process with the same decider id has another.
+    instance: str | None = Field(default=None, max_length=64)
+    standby: bool | None = None  # configured as the standby (``[decider] standby``)
+    mode: DeciderMode | None = None  # what it does now: starting, standby (defers) or active
+    # The flap history, as unix times (a restart loses the monotonic clock): the automatic
+    # changes within flap_window, and the last change (min_switch_interval counts from it).
+    changes: list[UnixTime] = Field(default_factory=list, max_length=100)
+    last_change_at: UnixTime | None = None
 
 
 class ControlRequest(WireModel):

@@ -61,14 +61,29 @@ nodes = [
 """
 
 
-def render_decider(access: MqttAccess, pool: str, nodes: list[tuple[str, int]]) -> str:
+def render_decider(
+    access: MqttAccess,
+    pool: str,
+    nodes: list[tuple[str, int]],
+    *,
+    decider_id: str | None = None,
+    standby: bool = False,
+) -> str:
+    name = f"{decider_id}.toml" if decider_id else "decider.toml"
+    two = ""
+    if standby:
+        two = f"""\
+id = {toml_str(decider_id or "decider")}
+standby = true               # defers while the decider of decider.toml is alive
+takeover_delay = "1m"        # after its Will, before this one takes over
+"""
     return f"""\
-# bpfailover decider for pool {pool}: bpfailover decider -c decider.toml
+# bpfailover decider for pool {pool}: bpfailover decider -c {name}
 # Relative paths are resolved against this file's folder.
 
 {mqtt_section(access)}
 [decider]
-stale_after = "5m"           # producer's tip older than this: failover candidate
+{two}stale_after = "5m"           # producer's tip older than this: failover candidate
 tick = 1                     # seconds between evaluations (also on every message)
 rise = 2                     # consecutive fresh reports before a node is eligible
 min_switch_interval = "5m"

@@ -53,6 +53,15 @@ class StatusReadBack:
 
 
 @dataclass(frozen=True)
+class PresenceSeen:
+    """A decider's presence on ``deciders/{id}``: another decider's, a duplicate's, or our own."""
+
+    pool: str
+    status: DeciderStatus
+    retained: bool
+
+
+@dataclass(frozen=True)
 class ControlAsked:
     """An operator's request."""
 
@@ -87,6 +96,7 @@ Fact = (
     | StateSeen
     | RoleReadBack
     | StatusReadBack
+    | PresenceSeen
     | ControlAsked
     | LinkChanged
     | RetainedReadDone

@@ -25,7 +25,7 @@ from bpfailover.settings import PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
 from decider import control, recovery, rule, safety, transition
 from decider.actions import Action
-from decider.emit import Outbox, status_key
+from decider.emit import Outbox, build_status, status_key
 from decider.invariants import fence_warning
 from decider.model import Command, Context, NodeView, Now, PoolView
 
@@ -189,7 +189,9 @@ class PoolMachine:
     def on_status(self, status: DeciderStatus, retained: bool) -> None:
         view = self.view
         if not view.recovered:
-            if retained:
+            # Retained at a start; live too while another decider is active and this one waits:
+            # the latest status is what a recovery starts from.
+            if retained or (status.instance is not None and status.instance != self.ctx.instance):
                 view.read_back_status = status
             return
         if status.decider == self.ctx.decider_id and not status.online:
@@ -209,6 +211,25 @@ class PoolMachine:
             return out.actions
         control.handle(out, request, self.answers)
         return out.actions + self.evaluate(now)
+
+    @fact
+    def activate(self) -> None:
+        """This decider takes over the pool: the next evaluation recovers it, as after a restart."""
+        self.view.recovered = False
+
+    @fact
+    def deactivate(self, now: Now) -> list[Action]:
+        """Another decider takes over: stop deciding, and keep what we knew as the status to
+        recover from should we take over again before anyone publishes a newer one."""
+        view = self.view
+        if view.recovered:
+            view.read_back_status = build_status(view, self.ctx, now)
+        view.recovered = False
+        view.transition = None
+        view.shadow = None
+        view.alerts = set()
+        view.last_status, view.last_status_mono = None, None
+        return []
 
     @fact
     def on_link_up(self, now: Now) -> None:
@@ -380,6 +401,7 @@ class PoolMachine:
             return
         if decision.kind != "bootstrap":
             view.changes.append(now.mono)
+            view.changes_wall.append(now.wall)
         transition.start(
             out, kind=decision.kind, to=decision.to, from_=decision.from_, reason=decision.reason
         )
