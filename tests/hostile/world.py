@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.settings import BpfConfig, DeciderSettings, load_config
@@ -48,6 +49,7 @@ FAST = {
     "max_clock_skew": 2.0,
 }
 TIP_EVERY = 0.1
+REPORT_EVERY = 0.5  # the real actuator's refresh here: fence_after / 4
 BOOT = "node-boot"  # the nodes' own publisher boot id: hostile tips may reuse it
 
 
@@ -61,8 +63,13 @@ class Tips:
     def __init__(self, link: MqttLink, topics: Topics, pool: str, name: str) -> None:
         self.link, self.topics, self.pool, self.name = link, topics, pool, name
         self.stalled_at: float | None = None
+        self.boot = BOOT
         self._seq = 0
         self._next = 0.0
+
+    def reboot(self) -> None:
+        """A publisher restart: a new boot id, so hostile tips under the old one stop mattering."""
+        self.boot, self._seq = f"{BOOT}-{uuid.uuid4().hex[:6]}", 0
 
     def due(self) -> None:
         if time.monotonic() < self._next:
@@ -73,7 +80,7 @@ class Tips:
         report = TipReport(
             pool=self.pool,
             node=self.name,
-            boot=BOOT,
+            boot=self.boot,
             seq=self._seq,
             sent_at=now,
             ok=True,
@@ -99,6 +106,7 @@ class TestNode:
         self.role, self.epoch = "relay", 0
         self.command: RoleCommand | None = None
         self.refused = 0
+        self.muted = False  # its actuator silenced (crashed, or kicked off by a session takeover)
         self.link = MqttLink(
             broker.mqtt_settings(name, keepalive=5),
             f"test-{name}-{uuid.uuid4().hex[:8]}",
@@ -106,6 +114,7 @@ class TestNode:
         )
         self.tips = Tips(self.link, self.topics, self.pool, name)
         self._stop = threading.Event()
+        self._next_report = 0.0
         self.thread = threading.Thread(target=self._run, name=f"node-{name}", daemon=True)
 
     def start(self) -> TestNode:
@@ -116,6 +125,8 @@ class TestNode:
         return self
 
     def report(self) -> None:
+        if self.muted:
+            return
         state = NodeState(
             pool=self.pool,
             node=self.name,
@@ -128,10 +139,13 @@ class TestNode:
             command=self.command,
         )
         self.link.publish(self.topics.state(self.pool, self.name), state.to_json(), retain=True)
+        self._next_report = time.monotonic() + REPORT_EVERY
 
     def _run(self) -> None:
         while not self._stop.is_set():
             self.tips.due()
+            if self.act and time.monotonic() >= self._next_report:
+                self.report()  # like the real actuator: a refresh within its fence time
             item = self.link.get(timeout=0.02)
             if not isinstance(item, Incoming) or not item.payload or not self.act:
                 continue
@@ -199,6 +213,7 @@ class Publisher:
         self.client.tls_set(ca_certs=str(broker.ca_file))
         self.client.username_pw_set(user, password)
         self.refused: list[str] = []
+        self.refused_mids: set[int] = set()
         self.acked = 0
         self._cond = threading.Condition()
         self._connected = threading.Event()
@@ -214,19 +229,22 @@ class Publisher:
             self.acked += 1
             if reason is not None and getattr(reason, "is_failure", False):
                 self.refused.append(str(reason))
+                self.refused_mids.add(mid)
             self._cond.notify_all()
 
-    def send(self, messages: Iterable[tuple[str, bytes, bool]], timeout: float = 10.0) -> int:
-        """Publish every message; return once the broker acknowledged (or refused) them all."""
+    def send(self, messages: Iterable[tuple[str, bytes, bool]], timeout: float = 10.0) -> list[bool]:
+        """Publish every message; once the broker acknowledged them all, whether it took each
+        (False: refused by its ACL)."""
         with self._cond:
             target = self.acked
+        mids = []
         for topic, payload, retain in messages:
-            self.client.publish(topic, payload, qos=1, retain=retain)
+            mids.append(self.client.publish(topic, payload, qos=1, retain=retain).mid)
             target += 1
         with self._cond:
             if not self._cond.wait_for(lambda: self.acked >= target, timeout):
                 raise TimeoutError(f"{self.user}: publishes not acknowledged within {timeout:g}s")
-        return target
+            return [mid not in self.refused_mids for mid in mids]
 
     def close(self) -> None:
         self.client.disconnect()
@@ -280,12 +298,7 @@ class World:
         )
         self.nodes["bp2"] = TestNode(broker, "bp2", act=False).start()
         wait_for(self._actuator_online, 15, "the real bp2 actuator to report online")
-        self.service = DeciderService(self.decider_config())
-        self._wrap_rejections()
-        self.stop = threading.Event()
-        self.code: int | None = None
-        self.thread = threading.Thread(target=self._serve, name="decider", daemon=True)
-        self.thread.start()
+        self._start_decider()
         wait_for(lambda: self.settled() and self.view.producer == "bp1", 15, "bp1 bootstrapped")
 
     # --- set-up -----------------------------------------------------------------------------
@@ -294,6 +307,21 @@ class World:
         config = load_config(self.broker.config_path("decider"))
         settings = DeciderSettings(**{**config.decider.model_dump(), **FAST})
         return config.model_copy(update={"decider": settings})
+
+    def _start_decider(self) -> None:
+        self.service = DeciderService(self.decider_config())
+        self._wrap_rejections()
+        self.stop = threading.Event()
+        self.code: int | None = None
+        self.thread = threading.Thread(target=self._serve, name="decider", daemon=True)
+        self.thread.start()
+
+    def restart_decider(self) -> None:
+        """Stop the decider cleanly and start a new one: it recovers from what the broker retains."""
+        self.stop.set()
+        self.thread.join(timeout=10)
+        assert self.code == 0, f"the decider exited with {self.code}"
+        self._start_decider()
 
     def _serve(self) -> None:
         self.code = self.service.serve(self.stop)
@@ -375,12 +403,12 @@ class World:
         old = self.view.producer
         epoch = self.view.epoch
         self.nodes[old].tips.stalled_at = time.time() - 0.05
+        deadline = time.monotonic() + timeout
         try:
-            wait_for(
-                lambda: self.view.producer != old and self.view.epoch > epoch and self.settled(),
-                timeout,
-                f"a failover away from {old} (view: {self.describe()})",
-            )
+            while not (self.view.producer != old and self.view.epoch > epoch and self.settled()):
+                if time.monotonic() >= deadline:
+                    pytest.fail(f"no failover away from {old} within {timeout:g}s: {self.describe()}")
+                time.sleep(0.02)
         finally:
             self.nodes[old].tips.stalled_at = None
         new = self.view.producer
