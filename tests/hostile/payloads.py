@@ -87,10 +87,16 @@ class Context:
         return base if node is None else f"{base}/{node}"
 
 
+def mostly(valid: st.SearchStrategy[Any], *hostile: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    """Valid three times in four: most messages pass the schema and reach the logic behind it."""
+    return st.one_of(valid, valid, valid, *hostile) if len(hostile) == 1 else st.one_of(valid, *hostile)
+
+
 def times() -> st.SearchStrategy[Any]:
     """A time: recent, old, a year ahead, or a number mutant."""
     now = time.time()
     return st.one_of(
+        st.floats(now - 5, now + 0.5),
         st.floats(now - 5, now + 0.5),
         st.sampled_from([now + 365 * 86400, now + 3600, now - 3600, 0.0, 2.0**33, 2.0**33 + 1]),
         st.sampled_from(NUMBER_MUTANTS),
@@ -98,13 +104,13 @@ def times() -> st.SearchStrategy[Any]:
 
 
 def counts() -> st.SearchStrategy[Any]:
-    return st.one_of(st.integers(0, 2**53), st.sampled_from(NUMBER_MUTANTS))
+    return mostly(st.integers(0, 2**53), st.sampled_from(NUMBER_MUTANTS))
 
 
 def mutate(draw: st.DrawFn, body: dict[str, Any]) -> dict[str, Any]:
-    """Set, drop or add up to three fields."""
+    """Set, drop or add up to three fields (none, half of the time)."""
     body = dict(body)
-    for _ in range(draw(st.integers(0, 3))):
+    for _ in range(draw(st.sampled_from([0, 0, 0, 1, 1, 2, 3]))):
         how = draw(st.sampled_from(["number", "string", "drop", "extra", "v"]))
         key = draw(st.sampled_from(sorted(body))) if body else "v"
         if how == "number":
@@ -173,7 +179,7 @@ def role_command(draw: st.DrawFn, ctx: Context, node: str) -> dict[str, Any]:
         "pool": ctx.pool,
         "node": node,
         "role": draw(st.sampled_from(ROLES)),
-        "epoch": draw(st.one_of(st.integers(1, 2**53), st.sampled_from(NUMBER_MUTANTS))),
+        "epoch": draw(mostly(st.integers(1, 2**53), st.sampled_from(NUMBER_MUTANTS))),
         "issued_at": draw(times()),
         "decider": draw(st.sampled_from(["decider", "decider-2", "intruder"])),
         "reason": "hostile",
@@ -194,7 +200,7 @@ def node_state(draw: st.DrawFn, ctx: Context, node: str) -> dict[str, Any]:
         "epoch": draw(counts()),
         "fenced": draw(st.booleans()),
         "dry_run": draw(st.booleans()),
-        "fence_after": draw(st.one_of(st.floats(0, 10**7), st.sampled_from(NUMBER_MUTANTS))),
+        "fence_after": draw(mostly(st.floats(0, 10**7), st.sampled_from(NUMBER_MUTANTS))),
         "pending": draw(st.sampled_from(["producer", "relay", None])),
         "error": draw(st.sampled_from([None, "boom", "x" * 501])),
         "updated_at": draw(times()),

@@ -269,6 +269,18 @@ def bundle_users(broker: BrokerHandle) -> dict[str, tuple[str, str]]:
     return users
 
 
+def writable(broker: BrokerHandle, user: str) -> list[str]:
+    """The topic filters the bundle's ACL lets ``user`` write."""
+    acl = (broker.bundle / "broker" / "acl").read_text()
+    topics, current = [], None
+    for line in acl.splitlines():
+        if line.startswith("user "):
+            current = line.split()[1]
+        elif current == user and line.startswith("topic ") and line.split()[1] in ("write", "readwrite"):
+            topics.append(line.split()[2])
+    return topics
+
+
 class World:
     """The running pool. ``mark()`` before a batch; ``check_quiet`` and ``fail_over`` after."""
 
