@@ -31,7 +31,7 @@ from bpfailover.settings import load_config
 from bpfailover.signing import load_signing_key, sign_command
 from bpfailover.topics import Topics
 from bpfailover.wire import NodeState, RoleCommand, TipReport
-from tests.brokers import BrokerHandle
+from tests.brokers import BrokerHandle, MosquittoProcess
 from tests.faults.checker import NodeFiles, SplitBrainChecker
 from tests.faults.inject import Injector
 from tests.faults.proxy import FaultProxy
@@ -454,6 +454,32 @@ class Cluster:
         node.publisher.kill(signal.SIGKILL)
         return at
 
+    def kill_actuator(self, name: str) -> float:
+        """SIGKILL one node's actuator only (a crash: its Last Will fires, the node keeps its role)."""
+        node = self.nodes[name]
+        at = self.note(f"kill actuator {name}")
+        assert node.actuator is not None
+        node.actuator.kill(signal.SIGKILL)
+        return at
+
+    def stop_actuator(self, name: str) -> float:
+        """SIGTERM one node's actuator only and wait for it to exit: a clean stop (``systemctl stop``),
+        the node left running whatever it ran."""
+        node = self.nodes[name]
+        at = self.note(f"stop actuator {name} (SIGTERM)")
+        assert node.actuator is not None
+        node.actuator.terminate()
+        self.retired.append(node.actuator)  # its exit code 0 is expected
+        node.actuator = None
+        return at
+
+    def operator(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``bpfailover <args> -c operator.toml`` (the bundle's operator) and return its result."""
+        self.note(f"operator: bpfailover {' '.join(args)}")
+        argv = [sys.executable, "-m", "bpfailover.cli", *args, "-c", str(self.broker.config_path("operator"))]
+        return subprocess.run(argv, env=self._base_env(), cwd=self.workdir, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
     def kill_decider(self) -> float:
         at = self.note("kill decider (SIGKILL)")
         assert self.decider is not None
@@ -470,7 +496,8 @@ class Cluster:
         return self.note(f"{'stall' if on else 'unstall'} {name}")
 
     def network(self, name: str, fault: str, seconds: float = 0.0) -> float:
-        """``cut``, ``blackhole``, ``delay`` (``seconds``) or ``heal`` one node's link to the broker."""
+        """``cut``, ``blackhole``, ``delay`` (``seconds``), ``lossy`` or ``heal`` one node's link to
+        the broker (``FaultProxy``)."""
         proxy = self.nodes[name].proxy
         at = self.note(f"network {name} {fault}{f' {seconds:g}s' if seconds else ''}")
         if fault == "cut":
@@ -479,11 +506,19 @@ class Cluster:
             proxy.blackhole()
         elif fault == "delay":
             proxy.delay(seconds)
+        elif fault == "lossy":
+            proxy.lossy(self._client_app_records())
         elif fault == "heal":
             proxy.heal()
         else:
             raise ValueError(fault)
         return at
+
+    def _client_app_records(self) -> int:
+        """TLS application-data records a client sends up to its MQTT CONNECT: 2 in TLS 1.3 (its
+        Finished is encrypted), 1 in TLS 1.2. The nodes' Python negotiates as this handshake does."""
+        with self.broker.handshake() as sock:
+            return 2 if sock.version() == "TLSv1.3" else 1
 
     def broker_stop(self) -> float:
         at = self.note("broker stop")
@@ -493,6 +528,29 @@ class Cluster:
     def broker_start(self) -> float:
         self.broker.start()
         return self.note("broker started")
+
+    def broker_kill(self) -> float:
+        """SIGKILL the broker: nothing saved since its last save, no Will sent."""
+        broker = self.broker
+        assert isinstance(broker, MosquittoProcess), "needs the local mosquitto (BPF_TEST_BROKER=local)"
+        at = self.note("broker killed (SIGKILL)")
+        broker.kill()
+        return at
+
+    def broker_snapshot(self) -> Path:
+        """mosquitto's persistence file as of now, saved aside (for a rollback)."""
+        broker = self.broker
+        assert isinstance(broker, MosquittoProcess), "needs the local mosquitto (BPF_TEST_BROKER=local)"
+        path = broker.snapshot(self.workdir / f"mosquitto-snapshot-{len(self.events)}.db")
+        self.note(f"broker snapshot {path.name}")
+        return path
+
+    def broker_restore(self, snapshot: Path | None) -> float:
+        """While the broker is down: restore ``snapshot`` (a rollback) or, None, lose everything."""
+        broker = self.broker
+        assert isinstance(broker, MosquittoProcess), "needs the local mosquitto (BPF_TEST_BROKER=local)"
+        broker.restore(snapshot)
+        return self.note(f"broker persistence {'restored from ' + snapshot.name if snapshot else 'deleted'}")
 
     # --- results --------------------------------------------------------------------------------
 
