@@ -183,6 +183,12 @@ class Process:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(5)
 
+    def pause(self, on: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the process and everything it started: a paused host or VM."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGSTOP if on else signal.SIGCONT)
+
     def terminate(self) -> None:
         if not self.alive:
             return
@@ -479,6 +485,13 @@ class Cluster:
         argv = [sys.executable, "-m", "bpfailover.cli", *args, "-c", str(self.broker.config_path("operator"))]
         return subprocess.run(argv, env=self._base_env(), cwd=self.workdir, capture_output=True, text=True,
                               timeout=timeout, check=False)
+
+    def pause_decider(self, on: bool = True) -> float:
+        """Freeze (SIGSTOP) or thaw (SIGCONT) the decider: it neither hears nor says anything meanwhile."""
+        at = self.note("pause decider (SIGSTOP)" if on else "resume decider (SIGCONT)")
+        assert self.decider is not None
+        self.decider.pause(on)
+        return at
 
     def kill_decider(self) -> float:
         at = self.note("kill decider (SIGKILL)")

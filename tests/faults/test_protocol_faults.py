@@ -15,11 +15,20 @@ import pytest
 
 from actuator.atomic import atomic_write
 from actuator.fence import advertised_fence_after
-from bpfailover.wire import DecisionEvent
+from bpfailover.wire import DecisionEvent, NodeState, RoleCommand
 from tests.brokers import MosquittoProcess
 from tests.faults.conftest import ClusterFactory
 from tests.faults.harness import Cluster
-from tests.faults.test_scenarios import THROUGHOUT, Report, T, command_seen, finish, producer_at
+from tests.faults.test_scenarios import (
+    THROUGHOUT,
+    Report,
+    T,
+    advertised_fence,
+    command_seen,
+    finish,
+    offline_since,
+    producer_at,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -46,6 +55,47 @@ def watch_no_promotion(cluster: Cluster, node: str, seconds: float) -> None:
             pytest.fail(f"{node} was promoted during a window where it must not be: {sent}")
         cluster.wait(lambda: True, 1, "processes alive")
         time.sleep(cluster.check.period)
+
+
+def env_change(cluster: Cluster, node: str, role: str, after: float) -> float | None:
+    """The first time after ``after`` that ``node``'s env file changed to ``role``."""
+    return next((c.at for c in cluster.check.env_changes(after) if c.node == node and c.role == role), None)
+
+
+def rejected(cluster: Cluster, node: str, reason: str, after: float) -> NodeState | None:
+    """A report of ``node`` after ``after`` saying it refused a command for ``reason``."""
+    for _, state in cluster.check.messages("state", node, after=after, model=NodeState):
+        if state.online and state.rejected and f"rejected {reason}" in state.rejected:
+            return state
+    return None
+
+
+def retained_seen(cluster: Cluster, node: str, role: str, epoch: int, after: float) -> float | None:
+    """When the checker got a retained ``role``@``epoch`` for ``node`` from the broker (on subscribing)."""
+    with cluster.check._lock:
+        seen = [s for s in cluster.check.seen if s.kind == "role" and s.node == node and s.retained
+                and s.at >= after]
+    for s in seen:
+        if isinstance(s.message, RoleCommand) and s.message.role == role and s.message.epoch == epoch:
+            return s.at
+    return None
+
+
+def one_producer(cluster: Cluster, producer: str) -> int | None:
+    """The decider's latest epoch, once ``producer`` runs producer at it (env file and report) and every
+    other node acknowledged relay at it."""
+    epoch = cluster.check.highest_epoch()
+    if cluster.check.env_role(producer) != "producer" or not cluster.state_is(
+        producer, online=True, role="producer", epoch=epoch, pending=None
+    ):
+        return None
+    for node in cluster.nodes:
+        if node != producer and (
+            cluster.check.env_role(node) != "relay"
+            or not cluster.state_is(node, online=True, role="relay", epoch=epoch, pending=None)
+        ):
+            return None
+    return epoch
 
 
 def test_keepalive_imposed_by_the_broker_sets_the_advertised_fence(cluster_factory: ClusterFactory,
@@ -116,3 +166,52 @@ def test_clean_stop_of_the_producers_actuator_waits_for_an_operator(cluster_fact
     finish(cluster, report, "clean stop of the producer's actuator", t0, failover=None, theory=None,
            extra={"alert_after_stop_s": round(alert - t0, 3), "operator_answer": answer.stdout.strip(),
                   "promoted_after_operator_s": round(promoted - forced, 3)})
+
+
+def test_broker_rolled_back_to_a_snapshot_taken_before_the_failover(cluster_factory: ClusterFactory,
+                                                                    report: Report) -> None:
+    """A snapshot of mosquitto's persistence is taken while bp1 is producer@1. bp1 is cut off and
+    fences; bp2 is promoted at epoch 2. Then mosquitto crashes (SIGKILL) and comes back from the
+    snapshot: the broker holds producer@1 for bp1 (and relay@1 for bp2) again. bp1 is healed and
+    sees that copy first (the decider is held, SIGSTOP, until it has: the worst order).
+
+    bp1 must refuse producer@1 (``reapply``: it fenced at that epoch); the decider, resumed,
+    republishes its newer commands (relay@2 for bp1, producer@2 for bp2); the pool ends with one
+    producer, bp2, and no overlap at any time."""
+    cluster = cluster_factory(injector=THROUGHOUT)
+    cluster.wait_bootstrapped()
+    snapshot = cluster.broker_snapshot()
+    advertised = advertised_fence(cluster, "bp1")
+    t0 = cluster.network("bp1", "cut")
+    theory = T.theoretical_failover(0.0, advertised)
+    promoted = producer_at(cluster, "bp2", 2, t0, theory + 10)
+    fenced = env_change(cluster, "bp1", "relay", t0)
+    assert fenced is not None and fenced < promoted, "bp1 must have fenced before bp2 was promoted"
+
+    cluster.pause_decider()
+    crash = cluster.broker_kill()
+    cluster.broker_restore(snapshot)
+    cluster.broker_start()
+    cluster.wait(lambda: retained_seen(cluster, "bp1", "producer", 1, crash), 10,
+                 "the rolled-back broker holding producer@1 for bp1")
+    healed = cluster.network("bp1", "heal")
+    refusal = cluster.wait(lambda: rejected(cluster, "bp1", "reapply", healed), 20,
+                           "bp1 refusing the rolled-back producer@1 (reapply)")
+    assert refusal.role == "relay" and refusal.epoch == 1 and refusal.fenced
+    assert cluster.check.env_role("bp1") == "relay"
+
+    resumed = cluster.pause_decider(False)
+    cluster.wait(lambda: command_seen(cluster, "bp1", "relay", 2, resumed)
+                 and command_seen(cluster, "bp2", "producer", 2, resumed), 15,
+                 "the decider republishing relay@2 for bp1 and producer@2 for bp2")
+    # bp2 lost the broker too while it was down (longer than fence_after) and fenced: the decider
+    # re-commands it at epoch 3 (recovery). Either way the pool ends with bp2, and only bp2, producer.
+    final = cluster.wait(lambda: one_producer(cluster, "bp2"), 15, "bp2 producer, bp1 relay, last epoch")
+    assert env_change(cluster, "bp1", "producer", fenced) is None, "bp1 forged again"
+    sent = [f"{c.node}@{c.epoch}" for _, c in cluster.check.role_commands(crash) if c.role == "producer"]
+    assert all(c.startswith("bp2@") for c in sent), f"only bp2 may be promoted after the rollback: {sent}"
+    will = offline_since(cluster, "bp1", t0)
+    finish(cluster, report, "broker rolled back to an older snapshot", t0, failover=promoted - t0,
+           theory=theory, extra={"fenced_after_s": round(fenced - t0, 3),
+                                 "will_after_s": None if will is None else round(will - t0, 3),
+                                 "bp1_refused": refusal.rejected, "final_epoch": final})
