@@ -20,6 +20,7 @@ from tests.brokers import MosquittoProcess
 from tests.faults.conftest import ClusterFactory
 from tests.faults.harness import Cluster
 from tests.faults.test_scenarios import (
+    SLACK,
     THROUGHOUT,
     Report,
     T,
@@ -215,3 +216,40 @@ def test_broker_rolled_back_to_a_snapshot_taken_before_the_failover(cluster_fact
            theory=theory, extra={"fenced_after_s": round(fenced - t0, 3),
                                  "will_after_s": None if will is None else round(will - t0, 3),
                                  "bp1_refused": refusal.rejected, "final_epoch": final})
+
+
+def producer_of(cluster: Cluster) -> tuple[str, int] | None:
+    """(node, epoch) once exactly one node is producer at the decider's latest epoch, all others relay."""
+    for node in cluster.nodes:
+        epoch = one_producer(cluster, node)
+        if epoch is not None:
+            return node, epoch
+    return None
+
+
+def test_broker_comes_back_empty_while_the_decider_runs(cluster_factory: ClusterFactory,
+                                                        report: Report) -> None:
+    """The broker crashes (SIGKILL) and stays away for longer than the fence time: bp1 fences.
+    It comes back EMPTY (its persistence deleted): no retained role command, state or status.
+    The decider, which ran all along, must give the pool a producer again within a bound: it
+    re-commands bp1 (fenced, so only at a new epoch) or fails over; no overlap."""
+    cluster = cluster_factory(injector=THROUGHOUT)
+    cluster.wait_bootstrapped()
+    t0 = cluster.broker_kill()
+    fenced = cluster.wait(lambda: env_change(cluster, "bp1", "relay", t0), T.fence_after + 3,
+                          "bp1 fenced while the broker is down")
+    cluster.wait(lambda: time.monotonic() >= fenced + 1.0, 5, "the outage outlasting the fence by 1 s")
+    cluster.broker_restore(None)
+    back = cluster.broker_start()
+    # Every link reconnects (paho's back-off: a few seconds at most after this short outage), the
+    # actuators report their stored epochs, and the decider re-commands: within a keepalive or so.
+    bound = 2 * T.keepalive
+    node, epoch = cluster.wait(lambda: producer_of(cluster), bound + SLACK, "one producer again")
+    resumed = cluster.check.producer_since(node, back)
+    assert resumed is not None
+    assert epoch > 1, f"{node} producer at epoch {epoch}: a fenced node takes producer only at a higher one"
+    assert not [c for _, c in cluster.check.role_commands(back) if c.role == "producer" and c.node != node]
+    finish(cluster, report, "broker comes back empty", t0, failover=None, theory=None,
+           extra={"fenced_after_s": round(fenced - t0, 3), "outage_s": round(back - t0, 3),
+                  "producer_again_after_return_s": round(resumed - back, 3), "producer": f"{node}@{epoch}",
+                  "bound_s": bound})
