@@ -253,3 +253,60 @@ def test_broker_comes_back_empty_while_the_decider_runs(cluster_factory: Cluster
            extra={"fenced_after_s": round(fenced - t0, 3), "outage_s": round(back - t0, 3),
                   "producer_again_after_return_s": round(resumed - back, 3), "producer": f"{node}@{epoch}",
                   "bound_s": bound})
+
+
+def last_report(cluster: Cluster, node: str, before: float) -> float:
+    """When the checker last received an online report of ``node`` before ``before``: the broker
+    acknowledged it then, so the actuator's last contact is no earlier (minus the one-way delay)."""
+    states = cluster.check.messages("state", node, model=NodeState)
+    reports = [at for at, s in states if s.online and at <= before]
+    assert reports, f"no report from {node} before the fault"
+    return reports[-1]
+
+
+CRASH_EVERY = 2.0  # seconds each actuator process of the crash loop lives: well below fence_after
+CRASH_FENCE_AFTER = 8.0
+
+
+def test_actuator_crash_loop_while_cut_off_still_fences(cluster_factory: ClusterFactory,
+                                                        report: Report) -> None:
+    """bp1 is cut off from the broker, and its actuator is SIGKILLed every 2 s and restarted at once
+    (a crash loop under systemd's Restart=always), faster than its fence_after (8 s here). Each
+    process must start from the last contact kept in state_dir, not from its own start: bp1 fences
+    within its advertised fence time of its last acknowledged report, and bp2 is promoted only
+    after that."""
+    cluster = cluster_factory(injector=THROUGHOUT,
+                              node_env={"bp1": {"BPF_ACTUATOR__FENCE_AFTER": f"{CRASH_FENCE_AFTER:g}"}})
+    cluster.wait_bootstrapped()
+    advertised = advertised_fence(cluster, "bp1")
+    t0 = cluster.network("bp1", "cut")
+    contact = last_report(cluster, "bp1", t0)
+    crashes = 0
+
+    def fenced() -> float | None:
+        return env_change(cluster, "bp1", "relay", t0)
+
+    while fenced() is None:
+        process = cluster.nodes["bp1"].actuator
+        assert process is not None
+        cluster.wait(lambda process=process: fenced() or time.monotonic() - process.started >= CRASH_EVERY,
+                     CRASH_EVERY + 1, "the next crash")
+        if fenced() is not None:
+            break
+        assert time.monotonic() - contact < advertised + 3, f"bp1 not fenced after {crashes} crashes"
+        cluster.kill_actuator("bp1")
+        cluster.start_actuator("bp1")
+        crashes += 1
+    fence = fenced()
+    assert fence is not None
+    assert crashes >= int(CRASH_FENCE_AFTER / CRASH_EVERY) - 1, f"only {crashes} crashes before the fence"
+    assert fence - contact <= advertised, (
+        f"bp1 fenced {fence - contact:.2f}s after its last acknowledged report; it advertises {advertised:g}s"
+    )
+    theory = T.theoretical_failover(0.0, advertised)
+    promoted = producer_at(cluster, "bp2", 2, t0, theory + 10)
+    assert fence < promoted, "bp1 must have fenced before bp2 was promoted"
+    finish(cluster, report, "actuator crash loop while cut off", t0, failover=promoted - t0, theory=theory,
+           extra={"crashes": crashes, "fenced_after_contact_s": round(fence - contact, 3),
+                  "advertised_fence_after": advertised,
+                  "fenced_before_promotion_s": round(promoted - fence, 3)})
