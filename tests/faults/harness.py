@@ -39,6 +39,7 @@ from tests.faults.proxy import FaultProxy
 T = TypeVar("T")
 
 SKEW_DIR = Path(__file__).parent / "skewclock"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SLOT_OFFSET = 1_700_000_000  # custom network: slot 0 at this unix time
 SLOT_LENGTH = 0.02  # 50 slots/s: a simulated block every 0.4 s on average
 STOP_GRACE = 3.0
@@ -228,7 +229,10 @@ class Cluster:
         node_env: dict[str, dict[str, str]] | None = None,
         clock_offset: dict[str, float] | None = None,
         injector: dict[str, Any] | None = None,
+        direct_publishers: tuple[str, ...] = (),
     ) -> None:
+        """``direct_publishers``: nodes whose publisher connects straight to the broker, not through
+        the node's proxy, so that a network fault of the node reaches its actuator alone."""
         self.broker = broker
         self.workdir = workdir
         self.timings = timings or Timings()
@@ -241,6 +245,7 @@ class Cluster:
         self._node_env = node_env or {}
         self._clock_offset = clock_offset or {}
         self._injector_options = injector
+        self._direct_publishers = direct_publishers
         self.injector: Injector | None = None
         self.checker: SplitBrainChecker | None = None
         self.events: list[tuple[float, str]] = []  # what the scenario did, for the report
@@ -262,6 +267,8 @@ class Cluster:
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BPF_")}
+        # The code under test is this checkout's, whatever another (editable) install of bpfailover says.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["BPF_LOG_LEVEL"] = os.environ.get("BPF_FAULTS_LOG_LEVEL", "info")
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -294,7 +301,7 @@ class Cluster:
         self.checker.start()
         for node in self.nodes.values():
             self.start_actuator(node.name)
-            self.start_publisher(node.name)
+            self.start_publisher(node.name, direct=node.name in self._direct_publishers)
         if decider:
             self.start_decider()
         if self._injector_options is not None:
@@ -311,9 +318,12 @@ class Cluster:
                                     self._clock_offset.get(name, 0.0))
         return node.actuator
 
-    def start_publisher(self, name: str) -> Process:
+    def start_publisher(self, name: str, *, direct: bool = False) -> Process:
+        """Start ``name``'s publisher behind its node's proxy, or (``direct``) connected straight to
+        the broker, so that a fault of the proxy reaches the actuator alone."""
         node = self.nodes[name]
-        node.publisher = self._spawn(f"{name}-publisher", "publisher", node.config, node.env,
+        env = {**node.env, "BPF_MQTT__PORT": str(self.broker.port)} if direct else node.env
+        node.publisher = self._spawn(f"{name}-publisher", "publisher", node.config, env,
                                      self._clock_offset.get(name, 0.0))
         return node.publisher
 
