@@ -310,3 +310,48 @@ def test_actuator_crash_loop_while_cut_off_still_fences(cluster_factory: Cluster
            extra={"crashes": crashes, "fenced_after_contact_s": round(fence - contact, 3),
                   "advertised_fence_after": advertised,
                   "fenced_before_promotion_s": round(promoted - fence, 3)})
+
+
+def wills(cluster: Cluster, node: str, after: float) -> list[tuple[float, str | None]]:
+    """Every Last Will (offline NodeState) of ``node`` after ``after``: (received, connection)."""
+    return [(at, s.conn) for at, s in cluster.check.messages("state", node, after=after, model=NodeState)
+            if not s.online and not s.stopped]
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "decider bug: every Last Will of a new connection restarts the fence wait (PoolMachine.on_state), "
+    "also the Will of a connection on which no report was ever acknowledged (so no contact); a link "
+    "that keeps connecting and losing what the actuator sends produces a Will every ~11 s, below "
+    "the 18.4 s fence wait, so bp2 is never promoted and the pool has no producer while it lasts"
+))
+def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_factory: ClusterFactory,
+                                                                  report: Report) -> None:
+    """bp1's actuator's link connects but loses everything the actuator sends (the proxy passes the
+    TLS handshake and MQTT CONNECT of each connection, then drops what the node sends while the
+    broker's bytes still arrive); bp1's publisher is connected directly, so its tip stays fresh
+    and only the lost actuator matters. A CONNACK is no contact: bp1 must fence within its
+    advertised fence time of its last acknowledged report. Each connection ends after a keepalive
+    timeout (the broker's, 1.5 x keepalive, or paho's, 2 x keepalive) with its Will, and paho
+    reconnects. The decider must count bp1 certainly fenced from the Will of the connection its
+    last report came over, and fail over to bp2 then; never before bp1 fenced."""
+    cluster = cluster_factory(injector=THROUGHOUT, direct_publishers=("bp1",))
+    cluster.wait_bootstrapped()
+    advertised = advertised_fence(cluster, "bp1")
+    t0 = cluster.network("bp1", "lossy")
+    contact = last_report(cluster, "bp1", t0)
+    fence = cluster.wait(lambda: env_change(cluster, "bp1", "relay", t0), advertised + 3, "bp1 fenced")
+    assert fence - contact <= advertised, (
+        f"bp1 fenced {fence - contact:.2f}s after its last acknowledged report; it advertises {advertised:g}s"
+    )
+    assert not [c for _, c in cluster.check.role_commands(t0) if c.node == "bp1"], "demoted by a command"
+    # The first Will: the connection open at the fault ends after a keepalive timeout at the latest.
+    will_delay = 2 * T.keepalive + 1.0
+    theory = T.theoretical_failover(will_delay, advertised)
+    promoted = producer_at(cluster, "bp2", 2, t0, theory + SLACK)
+    assert fence < promoted, "bp1 must have fenced before bp2 was promoted"
+    seen = wills(cluster, "bp1", t0)
+    finish(cluster, report, "lossy link: connects, loses what the actuator sends", t0,
+           failover=promoted - t0, theory=theory,
+           extra={"fenced_after_contact_s": round(fence - contact, 3), "advertised_fence_after": advertised,
+                  "wills": [f"{at - t0:+.2f}s {conn}" for at, conn in seen],
+                  "proxy_dropped_bytes": cluster.nodes["bp1"].proxy.dropped_bytes})
