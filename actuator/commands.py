@@ -32,6 +32,7 @@ T = TypeVar("T")
 POLL = 0.1  # seconds between checks of Budget.abort while a command runs or a retry waits
 
 Abort = Callable[[], bool]
+Alive = Callable[[], None]
 
 
 class StepFailed(Exception):
@@ -46,12 +47,13 @@ class StepOverrun(Exception):
     """A step did not finish within its time (a hung disk, a stuck call); it is left behind."""
 
 
-def within(seconds: float, step: Callable[[], T], what: str) -> T:
+def within(seconds: float, step: Callable[[], T], what: str, alive: Alive | None = None) -> T:
     """Run ``step`` on a helper thread and wait ``seconds`` for it; raise StepOverrun after that.
 
     For the steps of a fence that no timeout of their own can bound (a write, an fsync or a
     rename on a disk that hangs). The step's own exceptions are raised here; a step that
-    overruns keeps running in the background, and its result is ignored.
+    overruns keeps running in the background, and its result is ignored. ``alive`` is called
+    while it waits (the waiting thread is not hung: systemd's watchdog may be fed).
     """
     result: list[T] = []
     error: list[BaseException] = []
@@ -64,7 +66,14 @@ def within(seconds: float, step: Callable[[], T], what: str) -> T:
 
     worker = threading.Thread(target=run, name=f"bounded {what}", daemon=True)
     worker.start()
-    worker.join(max(0.0, seconds))
+    until = time.monotonic() + max(0.0, seconds)
+    while worker.is_alive():
+        left = until - time.monotonic()
+        if left <= 0:
+            break
+        worker.join(min(left, POLL) if alive is not None else left)
+        if alive is not None:
+            alive()
     if worker.is_alive():
         raise StepOverrun(f"{what} did not finish within {seconds:.0f}s")
     if error:
@@ -78,6 +87,8 @@ class Budget:
 
     abort: Abort | None = None
     deadline: float | None = None  # time.monotonic()
+    # Called while a command runs or a retry waits: this thread is busy, not hung (the watchdog).
+    alive: Alive | None = None
 
     def timeout(self, limit: float) -> float:
         """The timeout for one attempt: ``limit``, cut to the deadline; StepFailed when none is left."""
@@ -99,7 +110,7 @@ class Budget:
             step()
             return
         try:
-            within(self.deadline - time.monotonic(), step, what)
+            within(self.deadline - time.monotonic(), step, what, self.alive)
         except StepOverrun as exc:
             raise StepFailed(str(exc)) from None
 
@@ -108,16 +119,26 @@ class Budget:
         until = time.monotonic() + seconds
         while True:
             self.check("waiting to retry")
+            if self.alive is not None:
+                self.alive()
             left = until - time.monotonic()
             if left <= 0:
                 return
-            time.sleep(min(left, POLL) if self.abort is not None else left)
+            polled = self.abort is not None or self.alive is not None
+            time.sleep(min(left, POLL) if polled else left)
 
 
 UNLIMITED = Budget()
 
 
-def run_command(command: str, timeout: float, *, what: str = "command", abort: Abort | None = None) -> None:
+def run_command(
+    command: str,
+    timeout: float,
+    *,
+    what: str = "command",
+    abort: Abort | None = None,
+    alive: Alive | None = None,
+) -> None:
     """Run ``command`` with /bin/sh; raise StepFailed on non-zero exit or after ``timeout`` seconds.
 
     The command runs in its own session so that a timeout kills everything it started,
@@ -141,9 +162,12 @@ def run_command(command: str, timeout: float, *, what: str = "command", abort: A
         while True:
             left = until - time.monotonic()
             try:
-                code = proc.wait(timeout=max(0.0, min(left, POLL) if abort is not None else left))
+                polled = abort is not None or alive is not None
+                code = proc.wait(timeout=max(0.0, min(left, POLL) if polled else left))
                 break
             except subprocess.TimeoutExpired:
+                if alive is not None:
+                    alive()
                 if abort is not None and abort():
                     _kill(proc)
                     raise ApplyAborted(f"{what} {command!r} killed: stopped to fence") from None

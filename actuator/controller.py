@@ -24,7 +24,7 @@ from actuator.methods import ApplyError, Method
 from actuator.methods.base import Abort
 from actuator.policy import Verdict
 from actuator.state import StateCorrupt, StateStore, StoredState
-from bpfailover.wire import AppliedRole, Role
+from bpfailover.wire import AppliedRole, Role, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -60,6 +60,8 @@ class RoleController:
         self.store = store
         self.dry_run = dry_run
         self.on_change = on_change or (lambda: None)
+        # Called while an apply runs (a command, a retry pause): busy, not hung (systemd's watchdog).
+        self.alive: Callable[[], None] = lambda: None
         self.stored: StoredState | None = None
         self.applied: AppliedRole = "unknown"
         self.applied_epoch = 0  # the epoch of the command whose role is ``applied``
@@ -188,7 +190,7 @@ class RoleController:
         role, epoch = command.role, command.epoch
         if role == self.applied:
             if verdict.kind == "apply" or self.fenced or (self.stored and self.stored.pending):
-                self._store(epoch, role, pending=None)
+                self._store(epoch, role, pending=None, command=command)
             self.fenced = False
             self.pending = None
             self.applied_epoch = epoch
@@ -198,7 +200,7 @@ class RoleController:
             return
         # Before promoting: never producer at an epoch that is not on disk. A demotion goes ahead anyway.
         # The stored epoch moves now; the reported one only once the role is applied.
-        stored = self._store(epoch, role, pending=role, required=role == "producer")
+        stored = self._store(epoch, role, pending=role, required=role == "producer", command=command)
         if not stored and role == "producer":
             log.error("%s/%s: not promoting: the epoch could not be stored", self.pool, self.node)
             return
@@ -214,7 +216,7 @@ class RoleController:
         if self.applied == role:  # done, or a demotion that ended with stop_command
             self.applied_epoch = epoch
         if done:
-            self._store(epoch, role, pending=None)
+            self._store(epoch, role, pending=None, command=command)
 
     # --- fencing ----------------------------------------------------------------------------
 
@@ -259,14 +261,31 @@ class RoleController:
     # --- internals --------------------------------------------------------------------------
 
     def _store(
-        self, epoch: int, role: Role, *, pending: Role | None, fenced: bool = False, required: bool = False
+        self,
+        epoch: int,
+        role: Role,
+        *,
+        pending: Role | None,
+        fenced: bool = False,
+        required: bool = False,
+        command: RoleCommand | None = None,
     ) -> bool:
         """Record the state on disk (not in dry-run); False if writing failed.
 
         A failed write is reported; the state is still kept in memory unless ``required``.
+        ``command``: the signed command behind ``epoch`` (kept from before when not given), which
+        the NodeState shows so that the decider can trust the epoch it claims.
         """
+        if command is None and self.stored is not None and self.stored.epoch == epoch:
+            command = self.stored.command
         state = StoredState(
-            pool=self.pool, node=self.node, epoch=epoch, role=role, fenced=fenced, pending=pending
+            pool=self.pool,
+            node=self.node,
+            epoch=epoch,
+            role=role,
+            fenced=fenced,
+            pending=pending,
+            command=command,
         )
         written = True
         if not self.dry_run:
@@ -299,7 +318,7 @@ class RoleController:
         self.pending = role
         self.on_change()
         try:
-            self.method.apply(role, abort)
+            self.method.apply(role, abort, self.alive)
         except ApplyError as exc:
             self.applied = exc.applied
             self.apply_error = str(exc)[:300]

@@ -36,7 +36,7 @@ from actuator.controller import RoleController
 from actuator.fence import FenceTimer, advertised_fence_after
 from actuator.policy import CommandRejected, Expected, check_command
 from bpfailover.rejections import Rejections
-from bpfailover.wire import NodeState
+from bpfailover.wire import NodeState, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -107,6 +107,7 @@ class ActuatorCore:
         self._next_fence_try = -math.inf
         self._next_demotion_try = -math.inf
         controller.on_change = self.report
+        controller.alive = on_alive
 
     # --- what the actuator promises and reports ---------------------------------------------
 
@@ -153,6 +154,7 @@ class ActuatorCore:
             updated_at=self.wall(),
             conn=self.last_conn or None,
             stopped=stopped,
+            command=self._backing(),
         )
 
     def will_state(self, conn: str) -> NodeState:
@@ -170,7 +172,13 @@ class ActuatorCore:
             fence_after=self.advertised_fence_after,
             updated_at=self.wall(),
             conn=conn,
+            command=self._backing(),
         )
+
+    def _backing(self) -> RoleCommand | None:
+        """The signed command behind the epoch we report (the one stored with it)."""
+        stored = self.controller.stored
+        return stored.command if stored is not None else None
 
     def report(self) -> None:
         """Report the state now, if a connection is up."""

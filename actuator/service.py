@@ -69,13 +69,11 @@ class ActuatorService:
         self.rejections = Rejections("actuator", log)
         self.memory = ContactMemory(s.state_dir)
         self.watchdog = Watchdog.from_env()
-        # The longest a core call may block the loop by construction: a demotion, and its report.
-        self._blocking_bound = demotion_bound(s) + FENCE_SLACK
+        # Hung: killed after the watchdog's interval, restarted, and it fences at once (its last
+        # contact is kept). A busy loop (a command running, a retry pause) keeps feeding it.
         supervisor = 0.0
         if self.watchdog.interval is not None:
-            # Hung: killed after the watchdog (a blocked demotion extends it), restarted, then it
-            # fences at once (its last contact is kept), demoting again.
-            supervisor = watchdog_restart_bound(self.watchdog.interval) + self._blocking_bound
+            supervisor = watchdog_restart_bound(self.watchdog.interval)
         self.core = ActuatorCore(
             controller=self.controller,
             expected=Expected(self.role_topic, self.pool, self.node, verify_key),
@@ -180,8 +178,7 @@ class ActuatorService:
         )
         # Ready first: with the BindsTo recipe cnode waits for us, and start-up may restart cnode.
         self.watchdog.ready(f"{self.pool}/{self.node}: starting")
-        with self.watchdog.covering(self._blocking_bound, self.clock):
-            self.core.start()
+        self.core.start()
         try:
             while not self._stopping.is_set():
                 try:
@@ -196,20 +193,17 @@ class ActuatorService:
     def _step(self) -> None:
         core = self.core
         # The fence first: after a suspend, before anything that arrived meanwhile is looked at.
-        with self.watchdog.covering(self._blocking_bound, self.clock):
-            core.on_contact(self.link.acked_sent_at)
-            core.check_fence()
+        core.on_contact(self.link.acked_sent_at)
+        core.check_fence()
         self._ensure_link()
         item = self.link.get(timeout=self._wait())
-        # Every core call may apply a role (bounded by construction): systemd waits that long.
-        with self.watchdog.covering(self._blocking_bound, self.clock):
-            core.on_contact(self.link.acked_sent_at)
-            core.check_fence()
-            if isinstance(item, Incoming):
-                core.on_command(item.topic, item.payload)
-            elif isinstance(item, LinkEvent):
-                self._on_link_event(item)
-            core.tick()
+        core.on_contact(self.link.acked_sent_at)
+        core.check_fence()
+        if isinstance(item, Incoming):
+            core.on_command(item.topic, item.payload)
+        elif isinstance(item, LinkEvent):
+            self._on_link_event(item)
+        core.tick()
 
     def _wait(self) -> float:
         """How long to wait for the next message: until the fence would be due, at most a tick."""

@@ -8,14 +8,15 @@ and ``Restart=always`` starts a fresh one, whose fence check runs again.
 
 That only works if the pings prove the fence check runs. The rule for callers:
 
-    ``ping()`` is called only right after a fence check, from the thread that runs it
-    (in the actuator's loop: after ``_check_fence()``; during a promotion: after the
-    abort callback asked the fence timer). Never from a timer or a thread of its own.
+    ``ping()`` is called only from the thread that runs the fence check: right after a
+    fence check (``ActuatorCore.on_alive``; during a promotion, after the abort callback
+    asked the fence timer), or from the waits of an apply under way on that thread.
+    Never from a timer or a thread of its own.
 
-A stuck loop then stops the pings, whatever the other threads do. A step that blocks the
-loop for a time bounded by construction (a demotion: ``demotion_bound``) is wrapped in
-``covering(seconds, clock)``, which tells systemd to wait that long (``WATCHDOG_USEC=``)
-and restores the normal interval afterwards.
+A stuck loop then stops the pings, whatever the other threads do. While the loop is busy
+applying a role (a restart command running, a pause between retries, a file step waited
+for), it pings from those waits: busy is not hung, and a demotion must not be killed
+half-way.
 
 This is the sd_notify(3) datagram protocol without python-systemd: ``KEY=value`` lines
 sent to the AF_UNIX socket named in ``$NOTIFY_SOCKET`` (a path, or ``@name`` for the
@@ -35,8 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 
 log = logging.getLogger("bpfailover.actuator.watchdog")
 
@@ -114,26 +114,6 @@ class Watchdog:
             return False  # not rate-limited: the next iteration tries again
         self._last_ping = now
         return True
-
-    def extend(self, seconds: float, now: float) -> None:
-        """Before a step that blocks the fence check for at most ``seconds``: let systemd wait that
-        long plus one interval. Counts as a ping (systemd restarts its timer on it)."""
-        if self._interval is not None and self._send(f"WATCHDOG_USEC={_usec(seconds + self._interval)}"):
-            self._last_ping = now
-
-    def restore(self, now: float) -> None:
-        """After such a step: back to WatchdogSec. Also counts as a ping."""
-        if self._interval is not None and self._send(f"WATCHDOG_USEC={_usec(self._interval)}"):
-            self._last_ping = now
-
-    @contextmanager
-    def covering(self, seconds: float, clock: Callable[[], float]) -> Iterator[None]:
-        """``extend`` for the duration of the block, ``restore`` after it, also on an exception."""
-        self.extend(seconds, clock())
-        try:
-            yield
-        finally:
-            self.restore(clock())
 
     def close(self) -> None:
         if self._socket is not None:

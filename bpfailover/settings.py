@@ -136,7 +136,9 @@ class ActuatorSettings(Section):
     sighup_command: str | None = None
     state_dir: Path = Path("/var/lib/bpfailover")
     fence_after: Duration = 120.0
-    apply_timeout: Duration = 60.0  # a demotion may take 2 x this; see NodeState.fence_after
+    # A demotion may take 2 x this; see NodeState.fence_after. 45 s keeps the fence wait of the
+    # defaults (advertised 211 s, + 37 s under the systemd watchdog) inside stale_after.
+    apply_timeout: Duration = 45.0
     apply_retries: int = Field(default=3, ge=1, le=20)
     apply_retry_wait: Duration = 2.0  # first backoff between attempts, doubling up to 30 s
     dry_run: bool = False

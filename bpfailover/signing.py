@@ -16,7 +16,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bpfailover.wire import RoleCommand
+from bpfailover.wire import NodeState, RoleCommand
 
 
 class SignatureError(ValueError):
@@ -104,3 +104,26 @@ def load_verify_key(value: str | Path) -> Ed25519PublicKey:
         raise KeyLoadError(
             f"cannot load verify key {text[:60]!r}: expected a PEM file or a base64 Ed25519 key ({exc})"
         ) from None
+
+
+def claim_backed(state: NodeState, key: Ed25519PublicKey) -> bool:
+    """Whether the epoch (and the producer role) a NodeState claims is backed by the signed role
+    command it carries: a command for this node, signed with ``key``, at the claimed epoch or
+    above; and for an applied producer, a producer command at exactly that epoch.
+
+    A state that claims nothing (epoch 0, not producer) needs no backing.
+    """
+    if state.epoch == 0 and state.role != "producer":
+        return True
+    command = state.command
+    if command is None or command.dry_run or (command.pool, command.node) != (state.pool, state.node):
+        return False
+    try:
+        verify_command(command, key)
+    except SignatureError:
+        return False
+    if state.epoch > command.epoch:
+        return False
+    if state.role == "producer" and state.pending is None:
+        return command.role == "producer" and command.epoch == state.epoch
+    return True

@@ -136,7 +136,7 @@ stop_command = "true"
 state_dir = {toml_str(f"{run}/state")}
 # state_dir = "/var/lib/bpfailover"
 fence_after = 120            # seconds cut off from the broker before a producer demotes itself
-apply_timeout = 60
+apply_timeout = 45
 verify_key = {toml_str(verify_key)}  # the decider's command-signing public key
 """
 

@@ -29,8 +29,20 @@ from collections.abc import Iterable
 
 from bpfailover.settings import DeciderSettings, PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
-from decider.actions import Action, PublishStatus
+from decider.actions import Action, PublishStatus, Reject
 from decider.emit import build_status
+from decider.facts import (
+    ControlAsked,
+    Due,
+    Fact,
+    LinkChanged,
+    RetainedReadDone,
+    RoleReadBack,
+    StateSeen,
+    StatusReadBack,
+    Tick,
+    TipSeen,
+)
 from decider.model import Context, Now, PoolView
 from decider.pool import PoolMachine
 
@@ -77,6 +89,33 @@ class Decider:
         """The wall instant of the earliest producer going stale, if any is scheduled."""
         return self._due[0][0] if self._due else None
 
+    # --- the one way in ------------------------------------------------------------------------
+
+    def process(self, fact: Fact, now: Now) -> list[Action]:
+        """Take one fact, return what to publish, in order. The shell and the simulation use
+        only this; the methods below are its cases."""
+        match fact:
+            case TipSeen(pool, report, received_at, retained):
+                return self.on_tip(pool, report, now, received_at=received_at, retained=retained)
+            case StateSeen(pool, state, trusted):
+                return self.on_state(pool, state, now, trusted=trusted)
+            case RoleReadBack(pool, command, retained):
+                return self.on_role(pool, command, now, retained=retained)
+            case StatusReadBack(pool, status, retained):
+                return self.on_status(pool, status, now, retained=retained)
+            case ControlAsked(pool, request):
+                return self.on_control(pool, request, now)
+            case LinkChanged(up):
+                return self.on_link(up, now)
+            case RetainedReadDone():
+                self.on_retained_read()
+                return self.tick(now)
+            case Tick():
+                return self.tick(now)
+            case Due():
+                return self.due(now)
+        raise TypeError(f"not a decider fact: {fact!r}")
+
     # --- inputs -------------------------------------------------------------------------------
 
     def _evaluate(self, pool: str, now: Now) -> list[Action]:
@@ -107,7 +146,10 @@ class Decider:
     ) -> list[Action]:
         at = now.wall if received_at is None else received_at
         machine = self.pools[pool]
-        if not machine.on_tip(report, at, retained):
+        taken = machine.on_tip(report, at, retained)
+        if isinstance(taken, str):
+            return [Reject(pool, report.node, "future", taken), *self._evaluate(pool, now)]
+        if not taken:
             return []
         if report.node == machine.view.producer:
             self._schedule(machine, now.wall)
@@ -144,8 +186,8 @@ class Decider:
             self._schedule(machine, now.wall)
         return actions
 
-    def on_state(self, pool: str, state: NodeState, now: Now) -> list[Action]:
-        actions = self.pools[pool].on_state(state, now)
+    def on_state(self, pool: str, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
+        actions = self.pools[pool].on_state(state, now, trusted=trusted)
         return actions + self._evaluate(pool, now)
 
     def on_role(self, pool: str, command: RoleCommand, now: Now, *, retained: bool) -> list[Action]:

@@ -67,6 +67,10 @@ class NodeView:
     offline_conn: str | None = None
     # A connection whose clean-stop report we saw: its Will, if it comes, promises no fence.
     stopped_conn: str | None = None
+    # Why its last tip was refused (a time ahead of our clock): not eligible while it lasts.
+    refused_tip: str | None = None
+    # Whether the epoch its state claims is backed by a signed command (see facts.StateSeen).
+    claim_trusted: bool = True
 
     def promises_fence(self) -> bool:
         """Whether the offline actuator promised to fence its node (not a clean stop, fencing on)."""
@@ -142,7 +146,7 @@ class PoolView:
         for node in self.nodes.values():
             if node.command is not None:
                 top = max(top, node.command.epoch)
-            if node.state is not None:
+            if node.state is not None and node.claim_trusted:
                 top = max(top, node.state.epoch)
         if self.transition is not None:
             top = max(top, self.transition.epoch)

@@ -16,8 +16,10 @@ which is what makes that safe.
 from __future__ import annotations
 
 import copy
+import functools
 from collections import OrderedDict
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from bpfailover.settings import PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
@@ -28,6 +30,20 @@ from decider.invariants import fence_warning
 from decider.model import Command, Context, NodeView, Now, PoolView
 
 SETTLED_MARGIN = 0.01  # seconds
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fact(method: F) -> F:
+    """A method that takes in a new fact: whatever was settled must be judged again. The one
+    place that says so, for every way in."""
+
+    @functools.wraps(method)
+    def wrapped(self: PoolMachine, *args: Any, **kwargs: Any) -> Any:
+        self._settled_until = None
+        return method(self, *args, **kwargs)
+
+    return wrapped  # type: ignore[return-value]
 
 
 class Settled(NamedTuple):
@@ -69,13 +85,25 @@ class PoolMachine:
 
     # --- facts in -----------------------------------------------------------------------------
 
-    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool:
-        """Record a tip report; False for a duplicate or replay (same boot, seq not newer)."""
+    @fact
+    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool | str:
+        """Record a tip report; False for a duplicate or replay (same boot, seq not newer), or
+        why it was refused: a time further ahead of our clock than max_clock_skew (a tip that
+        would never go stale). The node is not eligible until a sound report comes."""
         node = self.view.nodes[report.node]
         last = node.last_tip
         if last is not None and last.boot == report.boot and report.seq <= last.seq:
             return False
-        self._settled_until = None
+        limit = received_at + self.ctx.settings.max_clock_skew
+        for what, at in (("tip_time", report.tip_time), ("sent_at", report.sent_at)):
+            if at is not None and at > limit:
+                node.refused_tip = (
+                    f"{what} {at - received_at:.0f}s ahead of the decider's clock "
+                    f"(max_clock_skew {self.ctx.settings.max_clock_skew:g}s)"
+                )
+                node.fresh_streak = 0
+                return node.refused_tip  # (not kept as the last tip: its seq proves nothing)
+        node.refused_tip = None
         node.last_tip = report
         usable = report.ok and report.tip_time is not None
         fresh = usable and received_at - report.tip_time <= self.ctx.settings.stale_after  # type: ignore[operator]
@@ -87,9 +115,10 @@ class PoolMachine:
             node.skew = received_at - report.sent_at
         return True
 
-    def on_state(self, state: NodeState, now: Now) -> list[Action]:
-        self._settled_until = None
+    @fact
+    def on_state(self, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
         node = self.view.nodes[state.node]
+        node.claim_trusted = trusted
         if state.online:
             node.offline_since, node.offline_conn = None, None
         elif node.offline_since is None or (state.conn is not None and state.conn != node.offline_conn):
@@ -119,9 +148,9 @@ class PoolMachine:
             return out.actions
         return []
 
+    @fact
     def on_role(self, command: RoleCommand, retained: bool, now: Now) -> list[Action]:
         """A role command read back: a retained one at start, or our own echo (delivery proof)."""
-        self._settled_until = None
         view = self.view
         node = view.nodes[command.node]
         current = node.command
@@ -151,8 +180,8 @@ class PoolMachine:
             return out.actions
         return []
 
+    @fact
     def on_status(self, status: DeciderStatus, retained: bool) -> None:
-        self._settled_until = None
         view = self.view
         if not view.recovered:
             if retained:
@@ -162,8 +191,8 @@ class PoolMachine:
             # Our presence Will fired while we still run: say we are here again.
             view.last_status = None
 
+    @fact
     def on_control(self, request: ControlRequest, now: Now) -> list[Action]:
-        self._settled_until = None
         out = Outbox(self.view, self.ctx, now)
         if not self.view.recovered:
             out.event(
@@ -176,9 +205,9 @@ class PoolMachine:
         control.handle(out, request, self.answers)
         return out.actions + self.evaluate(now)
 
+    @fact
     def on_link_up(self, now: Now) -> None:
         """Our own link came back: what we saw offline is timed from now, to be safe."""
-        self._settled_until = None
         for node in self.view.nodes.values():
             if node.state is not None and not node.state.online:
                 node.offline_since = now.mono
@@ -462,6 +491,13 @@ class PoolMachine:
         self._no_fence_alert(out)
         for node in view.nodes.values():
             s = node.state
+            if s is not None and not node.claim_trusted:
+                out.alert(
+                    f"claim:{node.name}:{s.epoch}",
+                    f"{node.name} reports {s.role} at epoch {s.epoch} without a valid signed command behind "
+                    "it: its claim is ignored (a forged state, or an actuator without the decider's key)",
+                    to=node.name,
+                )
             if s is not None:
                 warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
                 if warning is not None:
@@ -543,8 +579,8 @@ class PoolMachine:
             if now.mono - c.issued_mono >= after:
                 out.command(node.name, c.role, c.epoch, f"republish: not confirmed after {after:g}s")
 
+    @fact
     def status(self, now: Now, *, online: bool) -> list[Action]:
-        self._settled_until = None
         out = Outbox(self.view, self.ctx, now)
         out.status(online=online)
         return out.actions

@@ -40,7 +40,7 @@ def _producing_in_states(view: PoolView, epoch: int) -> NodeView | None:
     """
     for node in view.nodes.values():
         s = node.state
-        if s is None or s.epoch != epoch or s.dry_run:
+        if s is None or s.epoch != epoch or s.dry_run or not node.claim_trusted:
             continue
         if s.fenced or (s.role == "producer" and s.pending is None):
             return node

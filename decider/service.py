@@ -34,7 +34,14 @@ from types import FrameType
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import KeyLoadError, SignatureError, load_signing_key, sign_command, verify_command
+from bpfailover.signing import (
+    KeyLoadError,
+    SignatureError,
+    claim_backed,
+    load_signing_key,
+    sign_command,
+    verify_command,
+)
 from bpfailover.topics import TopicError, Topics, check_id
 from bpfailover.wire import (
     ControlRequest,
@@ -46,10 +53,21 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus, Reject
 from decider.alerts import KesWatch
 from decider.alerts import from_settings as alerts_from_settings
 from decider.core import Decider
+from decider.facts import (
+    ControlAsked,
+    Due,
+    LinkChanged,
+    RetainedReadDone,
+    RoleReadBack,
+    StateSeen,
+    StatusReadBack,
+    Tick,
+    TipSeen,
+)
 from decider.invariants import check_invariants
 from decider.metrics import DeciderMetrics
 from decider.model import Now
@@ -257,7 +275,7 @@ class DeciderService:
         up = all(self._links_up.values())
         if not up and event.kind == "disconnected" and self.core.link_up:
             log.warning("deciding nothing until both broker connections are back")
-        return self.core.on_link(up, now)
+        return self.core.process(LinkChanged(up), now)
 
     def _watch_read(self, item: Incoming | None, now: Now) -> None:
         """Tell the core when the retained messages are all in (after a message, or a tick)."""
@@ -265,10 +283,9 @@ class DeciderService:
         why = read.over(None if item is None else item.retain, now.mono)
         if why is None:
             return
-        self.core.on_retained_read()
         log.info("read %d retained messages in %.1fs (%s)", read.count, read.seconds, why)
-        if item is not None:  # (from a tick, the tick itself goes on to evaluate every pool)
-            self.publish(self.core.tick(now))  # recover now (if the grace is over), not a tick later
+        # Recover now (if the grace is over), not a tick later.
+        self.publish(self.core.process(RetainedReadDone(), now))
 
     def dispatch(self, item: Incoming, now: Now) -> list[Action]:
         topic = item.topic
@@ -293,23 +310,21 @@ class DeciderService:
                 report = decode(TipReport, item.payload, pool=pool, node=where.node)
                 kes = self.kes_watch.observe(pool, report.node, report.kes_periods_left, now.wall)
                 extra: list[Action] = [PublishEvent(pool, kes)] if kes is not None else []
-                return extra + self.core.on_tip(
-                    pool, report, now, received_at=item.received_at, retained=item.retain
-                )
+                return extra + self.core.process(TipSeen(pool, report, item.received_at, item.retain), now)
             if where.kind == "state":
-                return self.core.on_state(
-                    pool, decode(NodeState, item.payload, pool=pool, node=where.node), now
-                )
+                state = decode(NodeState, item.payload, pool=pool, node=where.node)
+                trusted = self.public_key is None or claim_backed(state, self.public_key)
+                return self.core.process(StateSeen(pool, state, trusted), now)
             if where.kind == "role":
                 command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
                 # Every command on a role topic must carry our key's signature, whichever
                 # decider id it names: an unsigned or forged one must not steer the pool.
                 if self.public_key is not None:
                     verify_command(command, self.public_key)
-                return self.core.on_role(pool, command, now, retained=item.retain)
+                return self.core.process(RoleReadBack(pool, command, item.retain), now)
             if where.kind == "decider":
                 status = decode(DeciderStatus, item.payload, pool=pool)
-                return self.core.on_status(pool, status, now, retained=item.retain)
+                return self.core.process(StatusReadBack(pool, status, item.retain), now)
             if where.kind == "control":
                 if item.retain:
                     self.rejections.reject(
@@ -324,7 +339,7 @@ class DeciderService:
                     request.request_id,
                     request.requested_by,
                 )
-                return self.core.on_control(pool, request, now)
+                return self.core.process(ControlAsked(pool, request), now)
         except PayloadRejected as exc:
             self.rejections.reject(exc.reason, exc.detail, topic=topic)
         except SignatureError as exc:
@@ -351,6 +366,9 @@ class DeciderService:
                     " (dry-run)" if dry else "",
                     command.reason,
                 )
+            elif isinstance(action, Reject):
+                topic = self.topics.tip(action.pool, action.node)
+                self.rejections.reject(action.reason, action.detail, topic=topic)
             elif isinstance(action, PublishStatus):
                 self.link.publish(self.topics.decider(action.pool), action.status.to_json(), retain=True)
             elif isinstance(action, PublishEvent):
@@ -381,12 +399,12 @@ class DeciderService:
         return due - time.time()
 
     def on_due(self) -> None:
-        self.publish(self.core.due(wall_and_mono()))
+        self.publish(self.core.process(Due(), wall_and_mono()))
 
     def tick(self) -> None:
         if not self.core.read_done:
             self._watch_read(None, wall_and_mono())
-        self.publish(self.core.tick(wall_and_mono()))
+        self.publish(self.core.process(Tick(), wall_and_mono()))
         now = wall_and_mono()
         if self.metrics_served and now.mono >= self._metrics_due:
             # Gauges are scraped every 15 s or so; refreshing them every tick would cost a

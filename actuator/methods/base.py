@@ -12,7 +12,16 @@ import logging
 import time
 from abc import ABC, abstractmethod
 
-from actuator.commands import UNLIMITED, Abort, ApplyAborted, Budget, StepFailed, run_command, with_retries
+from actuator.commands import (
+    UNLIMITED,
+    Abort,
+    Alive,
+    ApplyAborted,
+    Budget,
+    StepFailed,
+    run_command,
+    with_retries,
+)
 from bpfailover.settings import ActuatorSettings, ConfigError
 from bpfailover.wire import AppliedRole, Role
 
@@ -59,7 +68,7 @@ class Method(ABC):
     def _apply(self, role: Role, budget: Budget) -> None:
         """Change the node within ``budget``; raise StepFailed or OSError on failure."""
 
-    def apply(self, role: Role, abort: Abort | None = None) -> None:
+    def apply(self, role: Role, abort: Abort | None = None, alive: Alive | None = None) -> None:
         """Apply ``role``; raise ApplyError (or ApplyAborted for an abandoned promotion).
 
         A promotion gives up as soon as ``abort`` says so, even in the middle of a command.
@@ -69,25 +78,26 @@ class Method(ABC):
         though the error is reported.
         """
         if role == "relay":
-            budget = Budget(deadline=time.monotonic() + self.settings.apply_timeout)
+            budget = Budget(deadline=time.monotonic() + self.settings.apply_timeout, alive=alive)
         else:
-            budget = Budget(abort=abort)
+            budget = Budget(abort=abort, alive=alive)
         try:
             self._apply(role, budget)
         except ApplyAborted:
             raise
         except (StepFailed, OSError) as exc:
             if role == "relay":
-                self._last_resort(str(exc))
+                self._last_resort(str(exc), alive)
             raise ApplyError(f"{role}: {exc}", "unknown") from None
 
-    def _last_resort(self, failure: str) -> None:
+    def _last_resort(self, failure: str, alive: Alive | None = None) -> None:
         stop = self.settings.stop_command
         if not stop:
             raise ApplyError(f"demotion failed: {failure}; no stop_command configured", "unknown")
         log.error("demotion failed (%s); stopping the node with stop_command %r", failure, stop)
         try:
-            self.run(stop, "stop_command", Budget(deadline=time.monotonic() + self.settings.apply_timeout))
+            deadline = time.monotonic() + self.settings.apply_timeout
+            self.run(stop, "stop_command", Budget(deadline=deadline, alive=alive))
         except StepFailed as exc:
             raise ApplyError(
                 f"demotion failed: {failure}; stop_command failed too: {exc}", "unknown"
@@ -98,7 +108,9 @@ class Method(ABC):
         """Run a shell command with the configured timeout and bounded retries, within ``budget``."""
         s = self.settings
         with_retries(
-            lambda: run_command(command, budget.timeout(s.apply_timeout), what=what, abort=budget.abort),
+            lambda: run_command(
+                command, budget.timeout(s.apply_timeout), what=what, abort=budget.abort, alive=budget.alive
+            ),
             attempts=s.apply_retries,
             wait=s.apply_retry_wait,
             what=what,

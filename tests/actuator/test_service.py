@@ -337,3 +337,33 @@ def test_refused_credentials_do_not_stop_the_actuator_from_fencing(
     assert files.env_role() == "relay"
     assert files.restart.calls() == ['#POOL_NAME=""']
     assert not service.link.connected.is_set()
+
+
+def test_a_paused_actuator_fences_first_thing_when_it_resumes(
+    broker: BrokerHandle, tmp_path: Path, processes: list[ActuatorProcess], record_property: Callable
+) -> None:  # type: ignore[type-arg]
+    """A frozen host (SIGSTOP here; a VM pause or a suspend alike): the broker sends the Will while
+    it sleeps. On resume the fence check runs before anything that arrived meanwhile; the time
+    from resume to demotion is the residual window a paused producer forges (docs/safety.md)."""
+    files = make_node_files(tmp_path)
+    bp1 = Node(broker, "bp1")
+    bp1.clear()
+    proc = start_actuator(broker, "bp1", files, processes)
+    bp1.wait_state("online", online=True, role="relay")
+    bp1.command("producer", 1)
+    bp1.wait_state("promoted", role="producer", epoch=1, pending=None)
+    os.kill(proc.proc.pid, signal.SIGSTOP)
+    try:
+        bp1.wait_state("its Will while it sleeps", timeout=3 * KEEPALIVE, online=False)
+        # Past its timer even while paho may still believe the link is up: max(fence_after, 2 x keepalive).
+        time.sleep(max(FENCE_AFTER, 2 * KEEPALIVE) + 1)  # the length of the pause: the fault itself
+    finally:
+        resumed = time.time()
+        os.kill(proc.proc.pid, signal.SIGCONT)
+    wait_for(lambda: len(files.restart.calls()) == 2, 10, "the fence after resuming")
+    assert files.restart.calls() == ['POOL_NAME="pool1"', '#POOL_NAME=""']
+    window = files.restart.times()[-1] - resumed
+    record_property("resume_to_demotion_s", round(window, 3))
+    print(f"resume -> demotion started: {window:.3f}s")
+    bp1.wait_state("fenced after resuming", online=True, role="relay", epoch=1, fenced=True)
+    assert proc.terminate() == 0

@@ -128,8 +128,6 @@ def test_no_notify_socket_is_a_no_op() -> None:
     watchdog.ready()
     watchdog.status("x")
     watchdog.stopping()
-    with watchdog.covering(60.0, lambda: 0.0):
-        pass
     assert not watchdog.ping(0.0)
 
 
@@ -159,16 +157,6 @@ def test_a_full_systemd_queue_never_blocks_the_loop(systemd: FakeSystemd) -> Non
     sent = [watchdog.ping(float(i)) for i in range(5000)]  # nobody reads: the queue fills up
     assert sent[0]
     assert not sent[-1]
-
-
-def test_covering_lets_systemd_wait_for_a_bounded_step_then_restores(systemd: FakeSystemd) -> None:
-    watchdog = Watchdog.from_env(systemd.env(watchdog_sec=20))
-    clock = iter([500.0, 560.0])
-    with watchdog.covering(60.0, lambda: next(clock)):
-        assert systemd.pending() == ["WATCHDOG_USEC=80000000"]
-    assert systemd.pending() == ["WATCHDOG_USEC=20000000"]
-    assert not watchdog.ping(569.9)  # the restore counted as a ping at 560
-    assert watchdog.ping(570.0)
 
 
 def test_invalid_notify_socket_and_watchdog_usec_are_ignored(caplog: pytest.LogCaptureFixture) -> None:

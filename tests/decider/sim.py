@@ -75,6 +75,9 @@ class Actuator:
     dry_run: bool = False  # applies nothing; what it would apply stays pending
     report_pending: bool = False  # reports "applying <role>" before each apply, like the real one
     pending: str | None = None
+    rejected: str | None = None
+    stopped: bool = False  # a clean stop: offline, no fence promised
+    conn: int = 0  # the connection: each one has its own Will
     lost_at: float | None = None
     inbox: deque[RoleCommand] = field(default_factory=deque)
 
@@ -87,11 +90,14 @@ class Actuator:
             role=self.role,  # type: ignore[arg-type]
             epoch=self.epoch,
             fenced=self.fenced,
-            fence_after=self.fence_after,
+            fence_after=0.0 if self.stopped and not online else self.fence_after,
             error=self.error,
             dry_run=self.dry_run,
             pending=self.pending,  # type: ignore[arg-type]
+            rejected=self.rejected,
             updated_at=now.wall,
+            conn=f"c{self.conn}",
+            stopped=self.stopped and not online,
         )
 
     def apply(self, cmd: RoleCommand) -> None:
@@ -108,8 +114,9 @@ class Actuator:
             self.epoch, self.stored_role, self.role = cmd.epoch, cmd.role, cmd.role
             self.fenced, self.error = False, None
         elif cmd.epoch == self.epoch and cmd.role == self.stored_role:
-            if self.fenced and cmd.role == "producer":
-                self.role, self.fenced = "producer", False
+            if cmd.role == "producer" and self.role != "producer":
+                # Fenced (or failed) at this epoch: a producer command is carried out once.
+                self.rejected = f"reapply: producer at epoch {cmd.epoch} again"
         else:
             self.error = f"rejected {cmd.role} at epoch {cmd.epoch} (have {self.stored_role} at {self.epoch})"
 
@@ -352,9 +359,19 @@ class Sim:
     def publish_will(self, node: str) -> None:
         self.publish_state(node, online=False)
 
+    def stop_cleanly(self, node: str) -> None:
+        """SIGTERM: the actuator says it stops and promises no fence; its node runs on as it is."""
+        act = self.actuators[node]
+        act.stopped = True
+        self.publish_state(node, online=False)
+        act.connected = False
+        act.inbox.clear()
+
     def reconnect(self, node: str) -> None:
         act = self.actuators[node]
         act.connected = True
+        act.conn += 1
+        act.stopped = False
         act.lost_at = None
         self.publish_state(node)
         cmd = self.retained.get(("role", node))
@@ -367,6 +384,7 @@ class Sim:
         for act in self.actuators.values():
             if (
                 not act.connected
+                and not act.stopped
                 and act.role == "producer"
                 and act.fence_after > 0
                 and act.lost_at is not None

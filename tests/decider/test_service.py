@@ -65,6 +65,7 @@ class FakeNode:
         self.topics = Topics(broker.prefix)
         self.fence_after = fence_after
         self.role, self.epoch = "relay", 0
+        self.command: RoleCommand | None = None  # the signed command behind its epoch
         self.stalled_at: float | None = None
         self.received: list[RoleCommand] = []
         self.link = MqttLink(
@@ -92,6 +93,7 @@ class FakeNode:
             epoch=self.epoch,
             fence_after=self.fence_after,
             updated_at=time.time(),
+            command=self.command,
         )
         self.link.publish_wait(self.topics.state(self.pool, self.name), state.to_json(), retain=True)
 
@@ -129,7 +131,7 @@ class FakeNode:
                         continue
                 self.received.append(cmd)
                 if cmd.epoch > self.epoch:  # the actuator's epoch rule, enough for these tests
-                    self.role, self.epoch = cmd.role, cmd.epoch
+                    self.role, self.epoch, self.command = cmd.role, cmd.epoch, cmd
                     self.report()
 
     def close(self) -> None:
