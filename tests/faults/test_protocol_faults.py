@@ -29,6 +29,7 @@ from tests.faults.test_scenarios import (
     finish,
     offline_since,
     producer_at,
+    watch_quietly,
 )
 
 pytestmark = pytest.mark.broker
@@ -364,3 +365,33 @@ def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_facto
            extra={"fenced_after_contact_s": round(fence - contact, 3), "advertised_fence_after": advertised,
                   "wills": [f"{at - t0:+.2f}s {conn}" for at, conn in seen],
                   "proxy_dropped_bytes": cluster.nodes["bp1"].proxy.dropped_bytes})
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "decider bug: PoolMachine.on_tip drops a replay only when it has the same boot as the last tip; "
+    "a tip from an earlier boot of the publisher is taken as the latest and moves the node's tip "
+    "time backwards, so a healthy producer looks stale and the decider fails over"
+))
+def test_tip_from_an_earlier_publisher_boot_does_not_make_the_producer_stale(
+    cluster_factory: ClusterFactory, report: Report
+) -> None:
+    """bp1's publisher restarts (a new boot). Then its last tip of the earlier boot, by now older
+    than stale_after, arrives again: as a rolled-back broker delivers its retained copy to a
+    decider that resubscribes (or as a replay). bp1's newer tips are fresh: nothing may change."""
+    cluster = cluster_factory()
+    cluster.wait_bootstrapped()
+    old = cluster.last_tip("bp1")
+    assert old is not None
+    cluster.kill_publisher("bp1")
+    restarted = cluster.start_publisher("bp1")
+    cluster.wait(lambda: cluster.tips_since("bp1", restarted.started) >= T.rise, 10, "bp1 reporting anew")
+    tip = old[1]
+    assert tip.tip_time is not None
+    cluster.wait(lambda: time.time() - tip.tip_time > T.stale_after + 0.5, T.stale_after + 5,  # type: ignore[operator]
+                 "the earlier boot's last tip older than stale_after")
+    t0 = cluster.note(f"bp1's tip of boot {tip.boot} seq {tip.seq} again (retained)")
+    cluster.broker.publish(cluster.check.topics.tip(cluster.broker.pool, "bp1"), tip.to_json(), retain=True)
+    # The decider evaluates on every message: a failover would start at once.
+    watch_quietly(cluster, 2.0)
+    assert cluster.check.env_role("bp1") == "producer"
+    finish(cluster, report, "tip from an earlier publisher boot", t0, failover=None, theory=None)
