@@ -4,7 +4,13 @@ Same harness, checker and reporting as ``test_scenarios``: real processes, the r
 mosquitto with TLS, compressed timings (``Timings``), no overlap allowed anywhere. Each
 scenario targets one rule: a broker that rolls back or forgets, a clean stop that
 promises no fence, a link that connects but loses what the node sends, an actuator that
-crash-loops while cut off, and a keepalive imposed by the broker.
+crash-loops while cut off, a keepalive imposed by the broker, and a tip of an earlier
+publisher boot arriving again.
+
+Two scenarios show open decider bugs and are marked so (xfail, with the reason): the
+lossy link (the pool never gets a producer while it lasts) and the earlier boot's tip
+(a healthy producer is failed over). The first passes by itself once its bug is fixed; the
+second is a strict xfail, which reports its fix as a failure until the mark is removed.
 """
 
 from __future__ import annotations
@@ -328,12 +334,15 @@ def wills(cluster: Cluster, node: str, after: float) -> list[tuple[float, str | 
             if not s.online and not s.stopped]
 
 
-@pytest.mark.xfail(strict=True, reason=(
+# Known decider bug, found by the lossy-link scenario (reported to the lead, with a fix).
+WILLS_RESTART_THE_WAIT = (
     "decider bug: every Last Will of a new connection restarts the fence wait (PoolMachine.on_state), "
     "also the Will of a connection on which no report was ever acknowledged (so no contact); a link "
     "that keeps connecting and losing what the actuator sends produces a Will every ~11 s, below "
     "the 18.4 s fence wait, so bp2 is never promoted and the pool has no producer while it lasts"
-))
+)
+
+
 def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_factory: ClusterFactory,
                                                                   report: Report) -> None:
     """bp1's actuator's link connects but loses everything the actuator sends (the proxy passes the
@@ -357,14 +366,18 @@ def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_facto
     # The first Will: the connection open at the fault ends after a keepalive timeout at the latest.
     will_delay = 2 * T.keepalive + 1.0
     theory = T.theoretical_failover(will_delay, advertised)
-    promoted = producer_at(cluster, "bp2", 2, t0, theory + SLACK)
-    assert fence < promoted, "bp1 must have fenced before bp2 was promoted"
-    seen = wills(cluster, "bp1", t0)
+    try:
+        promoted: float | None = producer_at(cluster, "bp2", 2, t0, theory + SLACK)
+    except TimeoutError:
+        promoted = None  # the known bug: checked for overlaps below, then marked
+    assert promoted is None or fence < promoted, "bp1 must have fenced before bp2 was promoted"
     finish(cluster, report, "lossy link: connects, loses what the actuator sends", t0,
-           failover=promoted - t0, theory=theory,
+           failover=None if promoted is None else promoted - t0, theory=theory,
            extra={"fenced_after_contact_s": round(fence - contact, 3), "advertised_fence_after": advertised,
-                  "wills": [f"{at - t0:+.2f}s {conn}" for at, conn in seen],
+                  "wills": [f"{at - t0:+.2f}s {conn}" for at, conn in wills(cluster, "bp1", t0)],
                   "proxy_dropped_bytes": cluster.nodes["bp1"].proxy.dropped_bytes})
+    if promoted is None:
+        pytest.xfail(WILLS_RESTART_THE_WAIT)
 
 
 @pytest.mark.xfail(strict=True, reason=(
