@@ -19,10 +19,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from actuator import roles
 from actuator.commands import ApplyAborted, StepOverrun, within
 from actuator.methods import ApplyError, Method
 from actuator.methods.base import Abort
 from actuator.policy import Verdict
+from actuator.roles import RoleState, Start, role_state
 from actuator.state import StateCorrupt, StateStore, StoredState
 from bpfailover.wire import AppliedRole, Role, RoleCommand
 
@@ -237,7 +239,7 @@ class RoleController:
         epoch = stored.epoch if stored else 0
         role: Role = stored.role if stored else "relay"
         self._mark(epoch, role, pending="relay")
-        done = self._apply("relay", f"fence: {why}", abort=None)
+        done = self._apply("relay", f"fence: {why}", abort=None, move="fence")
         if done or self.dry_run or self.applied == "relay":
             # Stopped by stop_command also counts: the node no longer forges. A dry-run
             # actuator only remembers that it would have fenced, so as not to try again.
@@ -299,8 +301,17 @@ class RoleController:
             self.stored = state
         return written
 
-    def _apply(self, role: Role, why: str, *, abort: Abort | None) -> bool:
-        """Run the method; True on success. Failures are recorded, never raised (but ApplyAborted)."""
+    @property
+    def state(self) -> RoleState:
+        """The named role state (``actuator.roles``)."""
+        return role_state(self.applied, self.pending, self.fenced)
+
+    def _apply(self, role: Role, why: str, *, abort: Abort | None, move: Start | None = None) -> bool:
+        """Run the method; True on success. Failures are recorded, never raised (but ApplyAborted).
+
+        The move (``promote``, ``demote`` or ``fence``) must be in the role table, or nothing runs.
+        """
+        during = roles.start(self.state, move or ("promote" if role == "producer" else "demote"))
         if self.dry_run:
             log.warning(
                 "%s/%s: DRY-RUN: would apply %s (%s): %s",
@@ -320,9 +331,11 @@ class RoleController:
         try:
             self.method.apply(role, abort, self.alive)
         except ApplyError as exc:
+            self.pending = None
             self.applied = exc.applied
             self.apply_error = str(exc)[:300]
             log.error("%s/%s: applying %s failed: %s", self.pool, self.node, role, exc)
+            roles.end(during, role_state(exc.applied, None, move == "fence"))
             return False
         except ApplyAborted:
             raise
@@ -335,5 +348,6 @@ class RoleController:
             self.pending = None
         self.applied = role
         self.apply_error = None
+        roles.end(during, role_state(role, None, move == "fence"))
         log.warning("%s/%s: %s applied", self.pool, self.node, role)
         return True

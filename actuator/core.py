@@ -298,13 +298,16 @@ class ActuatorCore:
 
     # --- a clean stop -----------------------------------------------------------------------
 
-    def stop(self) -> NodeState:
-        """The last report of a clean stop: offline, and no fence promised.
+    def stop(self, conn: str) -> NodeState:
+        """The last report of a clean stop, sent on connection ``conn``: offline, no fence promised.
 
         Nothing stays behind to fence the node, so the decider must not count on it: it waits
-        for an acknowledgement or an operator instead. The Will of this connection (if the
-        broker ever sends it) is marked as spent by this report (same ``conn``).
+        for an acknowledgement or an operator instead. The shell sends it on a last connection
+        of its own whose Will is this same report: whether that connection's DISCONNECT
+        arrives or not, what the broker keeps says "stopped". (The Will of the connection
+        before, which does promise a fence, fires when that one is dropped, before this.)
         """
+        self.last_conn = conn
         return self.node_state(online=False, stopped=True)
 
     def stop_unreported(self) -> None:

@@ -53,11 +53,22 @@ class StatusReadBack:
 
 
 @dataclass(frozen=True)
+class PresenceSeen:
+    """A decider's presence on ``deciders/{id}``: another decider's, a duplicate's, or our own."""
+
+    pool: str
+    status: DeciderStatus
+    retained: bool
+
+
+@dataclass(frozen=True)
 class ControlAsked:
     """An operator's request."""
 
     pool: str
     request: ControlRequest
+    refused: str | None = None  # why the shell's checks refused it (signature, age, replay)
+    by: str | None = None  # who asked, as the shell could tell (the operator key's id)
 
 
 @dataclass(frozen=True)
@@ -87,6 +98,7 @@ Fact = (
     | StateSeen
     | RoleReadBack
     | StatusReadBack
+    | PresenceSeen
     | ControlAsked
     | LinkChanged
     | RetainedReadDone

@@ -55,7 +55,8 @@ def _on_role_without_republish(self: Any, command: RoleCommand, retained: bool, 
     return []
 
 
-def _stop_like_a_crash(self: ActuatorCore) -> NodeState:
+def _stop_like_a_crash(self: ActuatorCore, conn: str) -> NodeState:
+    self.last_conn = conn
     return self.node_state(online=False)
 
 
@@ -65,10 +66,10 @@ def _promises_fence_ignoring_stop_conn(self: NodeView) -> bool:
 
 
 def _on_state_first_will(original: Callable[..., Any]) -> Callable[..., Any]:
-    def on_state(self: Any, state: NodeState, now: Now) -> Any:
+    def on_state(self: Any, state: NodeState, now: Now, **kwargs: Any) -> Any:
         node = self.view.nodes[state.node]
         before = node.offline_since
-        actions = original(self, state, now)
+        actions = original(self, state, now, **kwargs)
         if not state.online and before is not None:
             node.offline_since = before
         return actions

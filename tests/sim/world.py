@@ -333,7 +333,23 @@ def _inline_within(seconds: float, step: Callable[[], Any], what: str) -> Any:
 # --- publisher ----------------------------------------------------------------------------------
 
 
-class Publisher(Process):
+class Quiet:
+    """A client handler that only publishes: nothing that arrives concerns it."""
+
+    def on_connected(self, client: Client, conn_id: str) -> None:
+        pass
+
+    def on_disconnected(self, client: Client, why: str) -> None:
+        pass
+
+    def on_subscribed(self, client: Client) -> None:
+        pass
+
+    def on_message(self, client: Client, topic: str, payload: bytes, retain: bool) -> None:
+        pass
+
+
+class Publisher(Process, Quiet):
     def __init__(self, world: World, node: Node) -> None:
         super().__init__(world, node.host, f"publisher-{node.name}")
         self.node = node
@@ -369,19 +385,6 @@ class Publisher(Process):
             )
             self.mqtt.publish(self.topic, report.to_json(), retain=True, latest=True)
         self.timer(TIP_INTERVAL, self.report)
-
-    def on_connected(self, client: Client, conn_id: str) -> None:
-        pass
-
-    def on_disconnected(self, client: Client, why: str) -> None:
-        pass
-
-    def on_subscribed(self, client: Client) -> None:
-        pass
-
-    def on_message(self, client: Client, topic: str, payload: bytes, retain: bool) -> None:
-        pass
-
 
 # --- actuator -----------------------------------------------------------------------------------
 
@@ -483,30 +486,45 @@ class Actuator(Process):
         self.run(self._shutdown)
 
     def _shutdown(self) -> None:
+        """As the service: drop the working connection (its Will fires), then send the report on
+        a last connection of the same client id whose Will is that same report."""
         core = self.core
         assert core is not None
         self.stopping = True
-        if not self.mqtt.connected:
+        was_connected = self.mqtt.connected
+        self.mqtt.killed()
+        if not was_connected:
             self._exit(reported=False)
             return
-        pub = self.mqtt.publish(self.state_topic, core.stop().to_json(), retain=True)
+        final = self.client(
+            self.link,
+            self.mqtt.client_id,
+            Quiet(),
+            contact_clock=self.host.boot,
+            will=lambda conn: (self.state_topic, core.stop(conn).to_json()),
+        )
+        final.start()
         deadline = self.loop.now + SHUTDOWN_PUBLISH_TIMEOUT
+        pub: list[Any] = []
 
         def wait() -> None:
-            if pub.acked:
-                self._exit(reported=True)
+            if final.connected and not pub:
+                pub.append(final.publish(self.state_topic, core.stop(final.conn).to_json(), retain=True))
+            if pub and pub[0].acked:
+                self._exit(final, reported=True)
             elif self.loop.now >= deadline:
-                self._exit(reported=False)
+                self._exit(final, reported=False)
             else:
                 self.timer(0.05, wait)
 
         wait()
 
-    def _exit(self, *, reported: bool) -> None:
+    def _exit(self, final: Client | None = None, *, reported: bool) -> None:
         assert self.core is not None
         if not reported:
             self.core.stop_unreported()
-        self.mqtt.stop_clean()
+        if final is not None:
+            final.stop_clean()
         self.alive = False
         self.deferred.clear()
         self.clients = []
