@@ -7,10 +7,8 @@ promises no fence, a link that connects but loses what the node sends, an actuat
 crash-loops while cut off, a keepalive imposed by the broker, and a tip of an earlier
 publisher boot arriving again.
 
-Two scenarios show open decider bugs and are marked so (xfail, with the reason): the
-lossy link (the pool never gets a producer while it lasts) and the earlier boot's tip
-(a healthy producer is failed over). The first passes by itself once its bug is fixed; the
-second is a strict xfail, which reports its fix as a failure until the mark is removed.
+The earlier boot's tip shows an open decider bug (a healthy producer is failed over): it is a
+strict xfail, which reports the fix as a failure until the mark is removed.
 """
 
 from __future__ import annotations
@@ -334,15 +332,6 @@ def wills(cluster: Cluster, node: str, after: float) -> list[tuple[float, str | 
             if not s.online and not s.stopped]
 
 
-# Known decider bug, found by the lossy-link scenario (reported to the lead, with a fix).
-WILLS_RESTART_THE_WAIT = (
-    "decider bug: every Last Will of a new connection restarts the fence wait (PoolMachine.on_state), "
-    "also the Will of a connection on which no report was ever acknowledged (so no contact); a link "
-    "that keeps connecting and losing what the actuator sends produces a Will every ~11 s, below "
-    "the 18.4 s fence wait, so bp2 is never promoted and the pool has no producer while it lasts"
-)
-
-
 def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_factory: ClusterFactory,
                                                                   report: Report) -> None:
     """bp1's actuator's link connects but loses everything the actuator sends (the proxy passes the
@@ -352,7 +341,8 @@ def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_facto
     advertised fence time of its last acknowledged report. Each connection ends after a keepalive
     timeout (the broker's, 1.5 x keepalive, or paho's, 2 x keepalive) with its Will, and paho
     reconnects. The decider must count bp1 certainly fenced from the Will of the connection its
-    last report came over, and fail over to bp2 then; never before bp1 fenced."""
+    last report came over (a later connection's Will, with no report through, does not restart
+    its wait), and fail over to bp2 then; never before bp1 fenced."""
     cluster = cluster_factory(injector=THROUGHOUT, direct_publishers=("bp1",))
     cluster.wait_bootstrapped()
     advertised = advertised_fence(cluster, "bp1")
@@ -366,18 +356,17 @@ def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_facto
     # The first Will: the connection open at the fault ends after a keepalive timeout at the latest.
     will_delay = 2 * T.keepalive + 1.0
     theory = T.theoretical_failover(will_delay, advertised)
-    try:
-        promoted: float | None = producer_at(cluster, "bp2", 2, t0, theory + SLACK)
-    except TimeoutError:
-        promoted = None  # the known bug: checked for overlaps below, then marked
-    assert promoted is None or fence < promoted, "bp1 must have fenced before bp2 was promoted"
+    # (Before main's 61c8b63, every Will restarted the wait, and bp2 was never promoted.)
+    promoted = producer_at(cluster, "bp2", 2, t0, theory + SLACK)
+    assert fence < promoted, "bp1 must have fenced before bp2 was promoted"
+    will, command = offline_since(cluster, "bp1", t0), command_seen(cluster, "bp2", "producer", 2)
+    assert will is not None and command is not None
+    assert command - will >= T.fence_wait(advertised) - 0.3, f"promoted {command - will:.2f}s after the Will"
     finish(cluster, report, "lossy link: connects, loses what the actuator sends", t0,
-           failover=None if promoted is None else promoted - t0, theory=theory,
+           failover=promoted - t0, theory=theory,
            extra={"fenced_after_contact_s": round(fence - contact, 3), "advertised_fence_after": advertised,
                   "wills": [f"{at - t0:+.2f}s {conn}" for at, conn in wills(cluster, "bp1", t0)],
                   "proxy_dropped_bytes": cluster.nodes["bp1"].proxy.dropped_bytes})
-    if promoted is None:
-        pytest.xfail(WILLS_RESTART_THE_WAIT)
 
 
 @pytest.mark.xfail(strict=True, reason=(
