@@ -78,12 +78,9 @@ def rejected(cluster: Cluster, node: str, reason: str, after: float) -> NodeStat
 
 def retained_seen(cluster: Cluster, node: str, role: str, epoch: int, after: float) -> float | None:
     """When the checker got a retained ``role``@``epoch`` for ``node`` from the broker (on subscribing)."""
-    with cluster.check._lock:
-        seen = [s for s in cluster.check.seen if s.kind == "role" and s.node == node and s.retained
-                and s.at >= after]
-    for s in seen:
-        if isinstance(s.message, RoleCommand) and s.message.role == role and s.message.epoch == epoch:
-            return s.at
+    for at, cmd in cluster.check.messages("role", node, after=after, model=RoleCommand, retained=True):
+        if cmd.role == role and cmd.epoch == epoch:
+            return at
     return None
 
 
