@@ -262,9 +262,25 @@ class ActuatorService:
         was_connected = self.link.connected.is_set()
         if self._link_started:
             self.link.abort()
-        reported = was_connected and self._report_stop()
+        reported = was_connected and self._report_stop_within(self._stop_budget())
         if not reported:
             self.core.stop_unreported()
+
+    def _stop_budget(self) -> float:
+        """How long the clean-stop report may take: never past the moment the fence is due."""
+        budget = self.config.mqtt.connect_timeout + CONNECT_SOCKET_TIMEOUTS + SHUTDOWN_PUBLISH_TIMEOUT
+        left = self.core.seconds_to_fence()
+        return budget if left is None else min(budget, left)
+
+    def _report_stop_within(self, seconds: float) -> bool:
+        """``_report_stop`` on a thread, waited for ``seconds``: connecting may hang on a dead link."""
+        result: list[bool] = []
+        worker = threading.Thread(target=lambda: result.append(self._report_stop()), daemon=True)
+        worker.start()
+        worker.join(max(0.0, seconds))
+        if not result:
+            log.warning("the clean-stop report could not be sent within %.1fs; demoting instead", seconds)
+        return bool(result and result[0])
 
     def _report_stop(self) -> bool:
         """The clean-stop report on a last connection (same client id); True once acknowledged."""

@@ -92,7 +92,11 @@ class PoolMachine:
         would never go stale). The node is not eligible until a sound report comes."""
         node = self.view.nodes[report.node]
         last = node.last_tip
-        if last is not None and last.boot == report.boot and report.seq <= last.seq:
+        if last is not None and (
+            report.seq <= last.seq if last.boot == report.boot else report.sent_at <= last.sent_at
+        ):
+            # A replay, or a report of an earlier publisher boot (a rolled-back broker's retained
+            # tip): an old tip_time would make a healthy producer look stale.
             return False
         limit = received_at + self.ctx.settings.max_clock_skew
         for what, at in (("tip_time", report.tip_time), ("sent_at", report.sent_at)):

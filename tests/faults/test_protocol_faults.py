@@ -5,12 +5,7 @@ mosquitto with TLS, compressed timings (``Timings``), no overlap allowed anywher
 scenario targets one rule: a broker that rolls back or forgets, a clean stop that
 promises no fence, a link that connects but loses what the node sends, an actuator that
 crash-loops while cut off, a keepalive imposed by the broker, and a tip of an earlier
-publisher boot arriving again.
-
-Two scenarios show open bugs and are marked xfail with the reason: the earlier boot's tip (a
-decider bug: a healthy producer is failed over; strict, so its fix shows as a failure until
-the mark is removed) and the clean stop that cannot be reported (an actuator bug: the node is
-demoted later than its advertised fence time).
+publisher boot arriving again, and a clean stop that cannot be reported.
 """
 
 from __future__ import annotations
@@ -369,11 +364,6 @@ def test_lossy_link_producer_fences_before_the_standby_is_promoted(cluster_facto
                   "proxy_dropped_bytes": cluster.nodes["bp1"].proxy.dropped_bytes})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decider bug: PoolMachine.on_tip drops a replay only when it has the same boot as the last tip; "
-    "a tip from an earlier boot of the publisher is taken as the latest and moves the node's tip "
-    "time backwards, so a healthy producer looks stale and the decider fails over"
-))
 def test_tip_from_an_earlier_publisher_boot_does_not_make_the_producer_stale(
     cluster_factory: ClusterFactory, report: Report
 ) -> None:
@@ -399,12 +389,6 @@ def test_tip_from_an_earlier_publisher_boot_does_not_make_the_producer_stale(
     finish(cluster, report, "tip from an earlier publisher boot", t0, failover=None, theory=None)
 
 
-@pytest.mark.xfail(reason=(
-    "actuator bug (timing-dependent here): while stopping (ActuatorService._shutdown) nothing checks the "
-    "fence; the clean-stop report's last connection attempt runs to paho's TLS handshake timeout (the "
-    "keepalive) before the node is demoted: 13.56 s after its last acknowledged report in 2 of 3 runs, "
-    "past the 13 s it advertises (12.63 s in the third)"
-))
 def test_clean_stop_not_acknowledged_demotes_the_node_within_its_fence_time(
     cluster_factory: ClusterFactory, report: Report
 ) -> None:
