@@ -202,3 +202,18 @@ def test_a_target_that_fenced_itself_mid_promotion_is_tried_again_at_a_new_epoch
     assert sim.run(60, until=lambda: sim.actuators["bp1"].role == "producer")
     assert sim.actuators["bp1"].epoch >= 2
     assert sim.overlaps == []
+
+
+def test_a_tip_of_an_earlier_publisher_boot_does_not_make_the_producer_stale() -> None:
+    # A rolled-back broker delivers the retained tip from before the publisher restarted.
+    sim = Sim()
+    sim.bootstrapped()
+    old = sim.retained[("tip", "bp1")]
+    sim.run(40)
+    sim.publishers["bp1"].boot = "pub-2"  # the publisher restarts: a new boot, seq from 1
+    sim.publishers["bp1"].seq = 0
+    sim.run(30)
+    actions = sim.decider.on_tip(POOL, old, sim.now, received_at=sim.now.wall, retained=True)
+    assert actions == []
+    sim.run(5)
+    assert sim.producer() == "bp1" and "failover" not in sim.kinds()
