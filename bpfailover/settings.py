@@ -121,6 +121,10 @@ Method = Literal["env-swap", "sighup", "command"]
 class ActuatorSettings(Section):
     method: Method = "env-swap"
     env_file: Path | None = None
+    # env-swap: "files" replaces env_file with producer_env or relay_env; "pool_name" toggles
+    # the POOL_NAME line of guild-operators' env file in place (pool_name = the pool's folder).
+    env_mode: Literal["files", "pool_name"] = "files"
+    pool_name: str | None = None
     producer_env: Path | None = None
     relay_env: Path | None = None
     restart_command: str = "systemctl restart cnode"
