@@ -22,6 +22,7 @@ from bpfailover.wire import AppliedRole, Role
 
 class EnvSwap(Method):
     name = "env-swap"
+    restarts_node = True
 
     @property
     def by_line(self) -> bool:
