@@ -71,6 +71,9 @@ class TipReport(WireModel):
     forging: bool | None = None
     kes_periods_left: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)
     peers: Count | None = None
+    # With ok=false, what the source could tell about the node: "starting" (it runs, not up yet:
+    # replaying its ledger) or "dead". Absent when the source cannot tell.
+    node_status: Literal["starting", "dead"] | None = None
 
 
 class RoleCommand(WireModel):
