@@ -536,8 +536,14 @@ class PoolMachine:
         standby = rule.candidates(view, ctx, now, exclude={view.producer})
         if standby:
             out.clear("nostandby")
-        elif any(rule.rising(view, n, ctx, now) for n in view.nodes.values() if n.name != view.producer):
-            return  # a standby on its way to `rise` fresh reports: no alarm for it yet
+        elif any(
+            rule.rising(view, n, ctx, now) or n.starting(now)
+            for n in view.nodes.values()
+            if n.name != view.producer
+        ):
+            # A standby on its way to `rise` fresh reports, or restarting after its demotion (for
+            # at most its capped start_timeout): no alarm for it yet.
+            return
         else:
             out.alert(
                 "nostandby", f"no healthy standby for producer {view.producer}", kind="no_healthy_standby"

@@ -102,3 +102,13 @@ def test_a_restart_is_honoured_only_for_the_role_of_the_latest_command() -> None
     act.epoch = 0  # ... at an epoch the decider never commanded
     sim.publish_state("bp2")
     assert view.nodes["bp2"].start is None
+
+
+def test_a_standby_restarting_after_its_demotion_raises_no_standby_alarm_until_its_limit() -> None:
+    sim = flapping_pool(start_timeout=120.0, max_start_timeout=60.0)
+    sim.publishers["bp1"].chain = "dead"  # bp1's replay after the demotion never ends
+    sim.control("switchover", to="bp2")
+    sim.run(RESTART + 20)
+    assert not [e for e in sim.events if e.kind == "no_healthy_standby"]
+    sim.run(60)
+    assert [e for e in sim.events if e.kind == "no_healthy_standby"]
