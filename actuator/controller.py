@@ -64,6 +64,8 @@ class RoleController:
         self.on_change = on_change or (lambda: None)
         # Called while an apply runs (a command, a retry pause): busy, not hung (systemd's watchdog).
         self.alive: Callable[[], None] = lambda: None
+        # Called when an apply that restarts the node (``Method.restarts_node``) succeeded.
+        self.on_restart: Callable[[], None] = lambda: None
         self.stored: StoredState | None = None
         self.applied: AppliedRole = "unknown"
         self.applied_epoch = 0  # the epoch of the command whose role is ``applied``
@@ -349,5 +351,7 @@ class RoleController:
         self.applied = role
         self.apply_error = None
         roles.end(during, role_state(role, None, move == "fence"))
+        if self.method.restarts_node:
+            self.on_restart()
         log.warning("%s/%s: %s applied", self.pool, self.node, role)
         return True

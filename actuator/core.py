@@ -81,10 +81,12 @@ class ActuatorCore:
         rejections: Rejections,
         supervisor_bound: float = 0.0,
         on_alive: Callable[[], None] = lambda: None,
+        start_timeout: float = 0.0,
     ) -> None:
         """``supervisor_bound``: how much later than its own timer a hung actuator's fence may come
         (the systemd watchdog's restart, ``actuator.watchdog``); ``on_alive``: called right after
-        every fence check, the only proof of life the watchdog may be fed with."""
+        every fence check, the only proof of life the watchdog may be fed with; ``start_timeout``:
+        how long the node may take to come up after a restart for a role change (reported)."""
         self.controller = controller
         self.pool, self.node = controller.pool, controller.node
         self.expected = expected
@@ -106,8 +108,11 @@ class ActuatorCore:
         self._next_refresh = math.inf
         self._next_fence_try = -math.inf
         self._next_demotion_try = -math.inf
+        self.start_timeout = start_timeout
+        self._restart: tuple[float, float] | None = None  # (wall, clock) of the latest role restart
         controller.on_change = self.report
         controller.alive = on_alive
+        controller.on_restart = self._restarted
 
     # --- what the actuator promises and reports ---------------------------------------------
 
@@ -155,7 +160,20 @@ class ActuatorCore:
             conn=self.last_conn or None,
             stopped=stopped,
             command=self._backing(),
+            **self._starting(online and not stopped),
         )
+
+    def _restarted(self) -> None:
+        if self.start_timeout > 0:
+            self._restart = (self.wall(), self.clock())
+
+    def _starting(self, online: bool) -> dict[str, float]:
+        """NodeState's starting_since and start_timeout while a restart for a role change may last."""
+        if self._restart is not None and self.clock() - self._restart[1] >= self.start_timeout:
+            self._restart = None
+        if self._restart is None or not online:
+            return {}
+        return {"starting_since": self._restart[0], "start_timeout": self.start_timeout}
 
     def will_state(self, conn: str) -> NodeState:
         """The Last Will of connection ``conn``: offline, no claim about the role, and the fence it

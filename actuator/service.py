@@ -90,6 +90,7 @@ class ActuatorService:
             rejections=self.rejections,
             supervisor_bound=supervisor,
             on_alive=self._alive,
+            start_timeout=s.start_timeout,
         )
         self.fence = self.core.fence
         self._log_fence_settings()

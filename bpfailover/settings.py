@@ -121,6 +121,10 @@ Method = Literal["env-swap", "sighup", "command"]
 class ActuatorSettings(Section):
     method: Method = "env-swap"
     env_file: Path | None = None
+    # env-swap: "files" replaces env_file with producer_env or relay_env; "pool_name" toggles
+    # the POOL_NAME line of guild-operators' env file in place (pool_name = the pool's folder).
+    env_mode: Literal["files", "pool_name"] = "files"
+    pool_name: str | None = None
     producer_env: Path | None = None
     relay_env: Path | None = None
     restart_command: str = "systemctl restart cnode"
@@ -143,6 +147,10 @@ class ActuatorSettings(Section):
     apply_retry_wait: Duration = 2.0  # first backoff between attempts, doubling up to 30 s
     dry_run: bool = False
     verify_key: str | None = None
+    # The longest this node may take to come up after a restart the actuator ran for a role
+    # change (a ledger replay can take many minutes); reported in NodeState so that the decider
+    # does not judge the restarting node stale meanwhile (capped by [decider] max_start_timeout).
+    start_timeout: Duration = 1200.0
 
 
 class DeciderSettings(Section):
@@ -173,6 +181,10 @@ class DeciderSettings(Section):
     # The operator key's public half (a file, or the key in base64): control requests that
     # change roles must be signed with it. Unset: unsigned requests are accepted (a warning).
     operator_key: str | None = None
+    # The most a node's advertised start_timeout is honoured: while a node restarts for a role
+    # change, its tip is not judged stale (if producer) and it is not eligible (if not), until its
+    # tip is fresh again or this much has passed since its state said so.
+    max_start_timeout: Duration = 1200.0
 
 
 class OperatorSettings(Section):

@@ -71,6 +71,9 @@ class TipReport(WireModel):
     forging: bool | None = None
     kes_periods_left: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)
     peers: Count | None = None
+    # With ok=false, what the source could tell about the node: "starting" (it runs, not up yet:
+    # replaying its ledger) or "dead". Absent when the source cannot tell.
+    node_status: Literal["starting", "dead"] | None = None
 
 
 class RoleCommand(WireModel):
@@ -116,6 +119,12 @@ class NodeState(WireModel):
     # The signed role command this actuator accepted last (at its stored epoch): a decider
     # trusts the epoch a node claims only when this backs it.
     command: RoleCommand | None = None
+    # A restart this actuator ran for a role change (env-swap) is under way: when it was launched
+    # (unix time on the node's clock; the decider uses it to tell one restart from the next and
+    # times the wait from when it received this state) and the longest the node may take to come
+    # up (``[actuator] start_timeout``). Absent when no such restart is under way.
+    starting_since: UnixTime | None = None
+    start_timeout: float | None = Field(default=None, ge=0, le=MAX_SECONDS)
 
 
 class Transition(WireModel):

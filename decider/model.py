@@ -56,6 +56,28 @@ class Command:
 
 
 @dataclass
+class StartGrace:
+    """A restart the node's actuator ran for a role change, as the decider received it.
+
+    While it lasts, a producer's stale tip is not a failure and a standby is not eligible. It
+    ends when a fresh tip sent after the restart comes in, or ``limit`` seconds (the node's
+    start_timeout, capped by max_start_timeout) after the state that announced it arrived: timed
+    on the decider's own clock, never the node's.
+    """
+
+    since: float  # the state's starting_since: which restart this is
+    received_mono: float
+    limit: float
+    up: bool = False  # a fresh tip sent after the restart came in
+
+    def left(self, now: Now) -> float:
+        """Seconds of the wait left; 0 when it is over."""
+        if self.up:
+            return 0.0
+        return max(0.0, self.received_mono + self.limit - now.mono)
+
+
+@dataclass
 class NodeView:
     name: str
     priority: int
@@ -76,6 +98,11 @@ class NodeView:
     refused_tip: str | None = None
     # Whether the epoch its state claims is backed by a signed command (see facts.StateSeen).
     claim_trusted: bool = True
+    start: StartGrace | None = None  # a restart for a role change under way (``starting``)
+
+    def starting(self, now: Now) -> bool:
+        """Its actuator restarted it for a role change and it may still be coming up."""
+        return self.start is not None and self.start.left(now) > 0
 
     def promises_fence(self) -> bool:
         """Whether the offline actuator promised to fence its node (not a clean stop, fencing on)."""

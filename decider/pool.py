@@ -27,7 +27,7 @@ from decider import control, recovery, rule, safety, transition
 from decider.actions import Action
 from decider.emit import Outbox, build_status, status_key
 from decider.invariants import fence_warning
-from decider.model import Command, Context, NodeView, Now, PoolView
+from decider.model import Command, Context, NodeView, Now, PoolView, StartGrace
 
 SETTLED_MARGIN = 0.01  # seconds
 
@@ -114,6 +114,8 @@ class PoolMachine:
         node.fresh_streak = node.fresh_streak + 1 if fresh else 0
         if usable:
             node.tip_time = report.tip_time
+        if fresh and node.start is not None and report.sent_at > node.start.since:
+            node.start.up = True  # (the publisher runs on the node: its clock is the actuator's)
         if not retained:
             # A retained report was sent long ago: its delay says nothing about the clock.
             node.skew = received_at - report.sent_at
@@ -136,6 +138,7 @@ class PoolMachine:
             node.offline_since, node.offline_conn = now.mono, state.conn
         if state.stopped:
             node.stopped_conn = state.conn
+        self._note_start(node, state, now)
         newly_fenced = state.fenced and (node.state is None or not node.state.fenced)
         node.state = state
         txn = self.view.transition
@@ -156,6 +159,27 @@ class PoolMachine:
             )
             return out.actions
         return []
+
+    def _note_start(self, node: NodeView, state: NodeState, now: Now) -> None:
+        """A restart the actuator ran for a role change: wait for it, timed from now, at most
+        max_start_timeout. Only for a role it applied at the epoch of its latest command (a
+        restart for a change), online and settled (not pending); anything else ends the wait."""
+        since, limit = state.starting_since, state.start_timeout
+        command = node.command
+        honoured = (
+            since is not None
+            and limit is not None
+            and limit > 0
+            and state.online
+            and state.pending is None
+            and state.role != "unknown"
+            and (command is None or (command.epoch == state.epoch and command.role == state.role))
+        )
+        if not honoured:
+            node.start = None
+        elif node.start is None or node.start.since != since:
+            assert since is not None and limit is not None
+            node.start = StartGrace(since, now.mono, min(limit, self.ctx.settings.max_start_timeout))
 
     @fact
     def on_role(self, command: RoleCommand, retained: bool, now: Now) -> list[Action]:
@@ -327,6 +351,8 @@ class PoolMachine:
         if ps is not None and not ps.dry_run and not safety.applied_producer(producer):
             return None  # a producer that lost its role, or is offline: to re-command or replace
         fresh_until = producer.tip_time + settings.stale_after
+        if any(n.starting(now) for n in view.nodes.values()):
+            return None  # a restart's wait ends as time passes: judge afresh until it is over
         ctx = self.ctx
         alerts = view.alerts
         standby = False
@@ -514,8 +540,14 @@ class PoolMachine:
         standby = rule.candidates(view, ctx, now, exclude={view.producer})
         if standby:
             out.clear("nostandby")
-        elif any(rule.rising(view, n, ctx, now) for n in view.nodes.values() if n.name != view.producer):
-            return  # a standby on its way to `rise` fresh reports: no alarm for it yet
+        elif any(
+            rule.rising(view, n, ctx, now) or n.starting(now)
+            for n in view.nodes.values()
+            if n.name != view.producer
+        ):
+            # A standby on its way to `rise` fresh reports, or restarting after its demotion (for
+            # at most its capped start_timeout): no alarm for it yet.
+            return
         else:
             out.alert(
                 "nostandby", f"no healthy standby for producer {view.producer}", kind="no_healthy_standby"

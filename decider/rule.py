@@ -39,6 +39,9 @@ def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now, *, count_ris
         return "actuator in dry-run"
     if state.error:
         return f"apply error: {state.error}"
+    if node.starting(now) and node.name != view.producer:
+        assert node.start is not None
+        return f"restarting after a role change (up to {node.start.left(now):.0f}s more)"
     if node.refused_tip is not None:
         return f"tip refused: {node.refused_tip}"
     if node.skew is not None and abs(node.skew) > s.max_clock_skew:
@@ -108,7 +111,9 @@ def automatic(view: PoolView, ctx: Context, now: Now) -> Decision | None:
     producer = view.nodes[view.producer]
     age = producer.age(now)
     s = ctx.settings
-    if age > s.stale_after:
+    if age > s.stale_after and not producer.starting(now):
+        # (A producer that its actuator restarted for this role is replaying its ledger: its tip
+        # cannot be read until it is up, for at most its capped start_timeout.)
         ranked = [
             c
             for c in candidates(view, ctx, now, exclude={producer.name})

@@ -80,7 +80,9 @@ class TipReporter:
                 outcome = SourceError(f"source gave an unusable tip: {summarise(exc, 'tip')}")
             else:
                 return report, self._health(True, outcome) if new_sample else None
-        report = TipReport(**self._identity(now), ok=False, error=one_line(str(outcome)))
+        report = TipReport(
+            **self._identity(now), ok=False, error=one_line(str(outcome)), node_status=outcome.status
+        )
         return report, self._health(False, outcome) if new_sample else None
 
     def _identity(self, now: float) -> dict[str, Any]:

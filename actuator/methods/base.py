@@ -47,6 +47,9 @@ class Method(ABC):
     """One way of switching a node between producer and relay."""
 
     name: str = ""
+    # Applying a role restarts cardano-node (env-swap): the node then replays its ledger, which may
+    # take many minutes, and NodeState says so (``start_timeout``).
+    restarts_node: bool = False
 
     def __init__(self, settings: ActuatorSettings) -> None:
         self.settings = settings

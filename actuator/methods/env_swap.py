@@ -1,4 +1,12 @@
-"""``env-swap``: replace the node's env file with the producer or relay variant, then restart."""
+"""``env-swap``: set the node's env file up for producer or relay, then restart the node.
+
+Two ways of setting the file up (``env_mode``):
+
+- ``files``: replace it with a copy of ``producer_env`` or ``relay_env``.
+- ``pool_name``: toggle its ``POOL_NAME`` line in place (guild-operators' ``scripts/env``,
+  ``actuator.methods.pool_name``), leaving every other line as it is. guild's updater
+  rewrites that file, so whole-file variants go stale; the line survives its updates.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +14,7 @@ from pathlib import Path
 
 from actuator.atomic import atomic_write
 from actuator.commands import StepFailed
+from actuator.methods import pool_name
 from actuator.methods.base import Budget, Method
 from bpfailover.settings import ConfigError
 from bpfailover.wire import AppliedRole, Role
@@ -13,9 +22,23 @@ from bpfailover.wire import AppliedRole, Role
 
 class EnvSwap(Method):
     name = "env-swap"
+    restarts_node = True
+
+    @property
+    def by_line(self) -> bool:
+        return self.settings.env_mode == "pool_name"
 
     def check(self) -> None:
         s = self.settings
+        if self.by_line:
+            self._need(env_file=s.env_file, pool_name=s.pool_name, restart_command=s.restart_command)
+            assert s.pool_name is not None
+            if not pool_name.NAME.match(s.pool_name):
+                raise ConfigError(
+                    f"actuator.pool_name {s.pool_name!r} must be the pool's folder name under "
+                    "priv/pool (letters, digits, '.', '_', '-')"
+                )
+            return
         self._need(
             env_file=s.env_file,
             producer_env=s.producer_env,
@@ -43,6 +66,10 @@ class EnvSwap(Method):
             current = self.settings.env_file.read_bytes()
         except OSError:
             return "unknown"
+        if self.by_line:
+            assert self.settings.pool_name is not None
+            found = pool_name.detect(_text(current), self.settings.pool_name)
+            return found if found in ("producer", "relay") else "unknown"  # type: ignore[return-value]
         try:
             if current == self._variant("producer"):
                 return "producer"
@@ -54,8 +81,28 @@ class EnvSwap(Method):
 
     def describe(self, role: Role) -> str:
         s = self.settings
+        if self.by_line:
+            line = f'POOL_NAME="{s.pool_name}"' if role == "producer" else '#POOL_NAME=""'
+            return f"set {line} in {s.env_file}, then run {s.restart_command!r}"
         source = s.producer_env if role == "producer" else s.relay_env
         return f"replace {s.env_file} with {source}, then run {s.restart_command!r}"
+
+    def wanted(self, role: Role, current: bytes | None) -> bytes:
+        """The env file's content for ``role``; raise StepFailed when it cannot be made."""
+        if not self.by_line:
+            try:
+                return self._variant(role)
+            except ConfigError as exc:
+                raise StepFailed(str(exc)) from None
+        assert self.settings.pool_name is not None
+        if current is None:
+            raise StepFailed(f"{self.settings.env_file} does not exist: no POOL_NAME line to set")
+        try:
+            return pool_name.set_role(_text(current), role, self.settings.pool_name).encode(
+                "utf-8", "surrogateescape"
+            )
+        except pool_name.NoPoolNameLine as exc:
+            raise StepFailed(f"{self.settings.env_file}: {exc}") from None
 
     def _apply(self, role: Role, budget: Budget) -> None:
         s = self.settings
@@ -64,15 +111,17 @@ class EnvSwap(Method):
 
         def swap() -> None:
             try:
-                wanted = self._variant(role)
-            except ConfigError as exc:
-                raise StepFailed(str(exc)) from None
-            try:
-                current = env_file.read_bytes()
+                current: bytes | None = env_file.read_bytes()
             except FileNotFoundError:
                 current = None
+            wanted = self.wanted(role, current)
             if current != wanted:
                 atomic_write(env_file, wanted)
 
         budget.files(swap, f"writing {env_file}")
         self.run(s.restart_command, "restart_command", budget)
+
+
+def _text(data: bytes) -> str:
+    """Bytes as text that encodes back to the same bytes, whatever their encoding."""
+    return data.decode("utf-8", "surrogateescape")

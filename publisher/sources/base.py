@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 MAX_REASON = 300
 
 
-class SourceError(Exception):
-    """The tip could not be read; ``str(err)`` is a one-line reason for the report."""
+NodeStatus = Literal["starting", "dead"]
 
-    def __init__(self, reason: str) -> None:
+
+class SourceError(Exception):
+    """The tip could not be read; ``str(err)`` is a one-line reason for the report.
+
+    ``status``: what the source could tell about the node, if anything: ``starting`` (it runs
+    but is not up yet, e.g. replaying its ledger) or ``dead`` (it does not run)."""
+
+    def __init__(self, reason: str, status: NodeStatus | None = None) -> None:
         super().__init__(one_line(reason))
+        self.status = status
 
 
 def one_line(text: str, limit: int = MAX_REASON) -> str:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from publisher.chain import Chain
 from publisher.sources.base import SourceError, TipSample
-from publisher.sources.process import run_command
+from publisher.sources.process import run_command_full
 from publisher.sources.tipjson import parse_tip_json
 
 SOCKET_ENV = "CARDANO_NODE_SOCKET_PATH"
@@ -43,5 +43,24 @@ class CardanoCliSource:
 
     def sample(self) -> TipSample:
         socket = self._socket()
-        out = run_command(self.command(socket), timeout=self.timeout, what="cardano-cli query tip")
-        return parse_tip_json(out, "cardano-cli output")
+        out, err = run_command_full(self.command(socket), timeout=self.timeout, what="cardano-cli query tip")
+        return parse_cli_tip(out, err)
+
+
+def parse_cli_tip(out: bytes, err: bytes = b"") -> TipSample:
+    """The tip from ``cardano-cli query tip``'s stdout, its stderr explaining a ``null``.
+
+    cardano-cli prints ``null`` (and exits 0) when its local state query failed: it then
+    writes "Warning: Local state unavailable: <why>" on stderr. No tip, and the reason.
+    """
+    if out.strip() == b"null":
+        warning = next(
+            (ln.strip() for ln in err.decode("utf-8", "replace").splitlines() if "Local state" in ln), ""
+        )
+        why = warning.split("Local state unavailable:", 1)[-1].strip() if warning else ""
+        raise SourceError(
+            "cardano-cli query tip printed null: the node's local state is unavailable"
+            + (f" ({why})" if why else "")
+            + "; the node may still be starting"
+        )
+    return parse_tip_json(out, "cardano-cli output")

@@ -15,6 +15,13 @@ def run_command(
     argv: Sequence[str], *, timeout: float, what: str, env: Mapping[str, str] | None = None
 ) -> bytes:
     """Return the command's stdout; raise SourceError if it cannot start, times out or fails."""
+    return run_command_full(argv, timeout=timeout, what=what, env=env)[0]
+
+
+def run_command_full(
+    argv: Sequence[str], *, timeout: float, what: str, env: Mapping[str, str] | None = None
+) -> tuple[bytes, bytes]:
+    """Like ``run_command``, with the stderr of a command that succeeded (its warnings)."""
     try:
         proc = subprocess.Popen(
             list(argv),
@@ -42,7 +49,7 @@ def run_command(
         detail = one_line(err.decode("utf-8", errors="replace"), 200) if err.strip() else "no message"
         status = f"killed by signal {-proc.returncode}" if proc.returncode < 0 else f"exit {proc.returncode}"
         raise SourceError(f"{what} failed ({status}): {detail}")
-    return out
+    return out, err
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:

@@ -4,8 +4,15 @@ cardano-node's metric names vary with the node version and the tracing system:
 ``cardano_node_metrics_slotNum_int`` (legacy tracing, and the new tracing system
 with its default prefix), ``slotNum_int`` (cardano-tracer without prefix),
 ``slotNum`` (with ``metricsNoSuffix``), ``cardano_node_ChainDB_metrics_slotNum_int``
-(nodes before 1.25). Names are compared after dropping the prefix and the
-``_int``/``_counter``/``_real`` suffix, case-insensitively.
+(nodes before 1.25), ``cardano_node_metrics_ChainDB_SlotNum_int`` (the new tracing
+system of nodes 8.x-9.1, whose ChainDB tracer named them ``ChainDB.SlotNum``,
+``ChainDB.BlockNum``, ``ChainDB.Epoch``). Names are compared after dropping the prefix
+and the ``_int``/``_counter``/``_real`` suffix, case-insensitively.
+
+While the node replays its ledger after a start it has no slotNum yet, and
+``blockReplayProgress`` (percent) is below 100: the sample is then an error that says
+the node is starting. (A running node may keep a last value just below 100, such as
+99.998: with a slotNum, the tip counts.)
 """
 
 from __future__ import annotations
@@ -23,9 +30,10 @@ MAX_BODY = 8 * 1024 * 1024
 _PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
 _SUFFIX = re.compile(r"_(?:int|counter|real)$")
 
-SLOT = ("slotnum",)
-BLOCK = ("blocknum",)
-EPOCH = ("epoch",)
+SLOT = ("slotnum", "chaindb_slotnum")
+BLOCK = ("blocknum", "chaindb_blocknum")
+EPOCH = ("epoch", "chaindb_epoch")
+REPLAY = ("blockreplayprogress",)
 FORGING = ("forging_enabled",)
 KES_LEFT = ("remainingkesperiods",)
 # connectedPeers: non-P2P nodes; peerSelection_hot / _Hot: P2P (legacy / new tracing).
@@ -69,6 +77,12 @@ def parse_metrics(text: str, what: str = "metrics") -> TipSample:
         return next((values[k] for k in keys if k in values and not math.isnan(values[k])), None)
 
     slot = first(SLOT)
+    replay = first(REPLAY)
+    # (Only without a tip: a running node may keep reporting a last value just below 100.)
+    if slot is None and replay is not None and replay < 100:
+        raise SourceError(
+            f"{what}: the node is starting, replaying its ledger ({replay:.1f}% done)", status="starting"
+        )
     if slot is None:
         raise SourceError(f"{what} have no slotNum yet (node starting, or not a cardano-node endpoint)")
     forging = first(FORGING)

@@ -54,9 +54,15 @@ class MemoryStub:
 
 
 def make_core(
-    files: NodeFiles, clock: Clock, memory: MemoryStub | ContactMemory, sent: list[NodeState]
+    files: NodeFiles,
+    clock: Clock,
+    memory: MemoryStub | ContactMemory,
+    sent: list[NodeState],
+    *,
+    start_timeout: float = 0.0,
+    **overrides: object,
 ) -> ActuatorCore:
-    settings = files.settings(fence_after=FENCE_AFTER, apply_timeout=2.0)
+    settings = files.settings(fence_after=FENCE_AFTER, apply_timeout=2.0, **overrides)
     controller = RoleController("pool1", "bp1", build_method(settings), files.store())
 
     def emit(action: PublishState) -> None:
@@ -75,6 +81,7 @@ def make_core(
         wall=clock.wall,
         emit=emit,
         rejections=Rejections("test", logging.getLogger("test")),
+        start_timeout=start_timeout,
     )
     core.start()
     return core
@@ -226,3 +233,50 @@ def test_a_demotion_under_way_keeps_proving_the_loop_alive(node_files: NodeFiles
     core.check_fence()
     assert node_files.env_file.read_bytes() == RELAY_ENV
     assert len(beats) >= 5  # every 0.1 s while the restart ran, not only before and after
+
+
+def test_a_restart_for_a_role_change_is_reported_until_start_timeout(node_files: NodeFiles) -> None:
+    clock, sent = Clock(), []
+    core = make_core(node_files, clock, MemoryStub(), sent, start_timeout=600.0)
+    core.on_connected("c1", KEEPALIVE)
+    assert sent[-1].starting_since is None and sent[-1].start_timeout is None
+    core.on_command(TOPIC, command("producer", 1).to_json())
+    restarted = clock.wall()
+    state = sent[-1]
+    assert (state.role, state.pending, state.epoch) == ("producer", None, 1)
+    assert (state.starting_since, state.start_timeout) == (restarted, 600.0)
+    assert core.will_state("c1").starting_since is None  # an offline node starts nothing we know of
+    clock.boot += 599.0
+    core.report()
+    assert sent[-1].starting_since == restarted  # the same restart, not a new one
+    clock.boot += 1.0
+    core.report()
+    assert sent[-1].starting_since is None and sent[-1].start_timeout is None
+
+
+def test_an_apply_that_restarts_nothing_reports_no_start(node_files: NodeFiles) -> None:
+    clock, sent = Clock(), []
+    core = make_core(node_files, clock, MemoryStub(), sent, start_timeout=600.0)
+    core.on_connected("c1", KEEPALIVE)
+    core.on_command(TOPIC, command("relay", 1).to_json())  # already relay: nothing runs
+    assert sent[-1].starting_since is None
+    node_files.restart.fail()
+    core.on_command(TOPIC, command("producer", 2).to_json())  # the restart failed
+    assert sent[-1].error is not None and sent[-1].starting_since is None
+
+
+def test_the_command_method_never_reports_a_start(node_files: NodeFiles) -> None:
+    clock, sent = Clock(), []
+    core = make_core(
+        node_files,
+        clock,
+        MemoryStub(),
+        sent,
+        start_timeout=600.0,
+        method="command",
+        promote_command="true",
+        demote_command="true",
+    )
+    core.on_connected("c1", KEEPALIVE)
+    core.on_command(TOPIC, command("producer", 1).to_json())
+    assert sent[-1].role == "producer" and sent[-1].starting_since is None

@@ -80,6 +80,10 @@ class Actuator:
     conn: int = 0  # the connection: each one has its own Will
     lost_at: float | None = None
     inbox: deque[RoleCommand] = field(default_factory=deque)
+    # env-swap's restart: each role change restarts the node for the Sim's ``restart_time``; an
+    # actuator with ``start_timeout`` says so in its state (NodeState.starting_since) meanwhile.
+    start_timeout: float | None = None
+    starting_since: float | None = None
 
     def state(self, now: Now, *, online: bool = True) -> NodeState:
         return NodeState(
@@ -98,6 +102,8 @@ class Actuator:
             updated_at=now.wall,
             conn=f"c{self.conn}",
             stopped=self.stopped and not online,
+            starting_since=self.starting_since if online else None,
+            start_timeout=self.start_timeout if online and self.starting_since is not None else None,
         )
 
     def apply(self, cmd: RoleCommand) -> None:
@@ -132,6 +138,7 @@ class Publisher:
     boot: str = "pub-1"
     skew: float = 0.0  # its clock minus the true clock
     lag: float = 0.0  # how far its tip trails the chain's (still fresh when below stale_after)
+    down_until: float = -1.0  # mono: the node restarts (replays its ledger) and no tip can be read
 
 
 class Sim:
@@ -143,6 +150,7 @@ class Sim:
         pool_dry_run: bool | None = None,
         fence_after: float = 15.0,
         interval: float = 10.0,
+        restart_time: float = 0.0,
         **overrides: Any,
     ) -> None:
         self.nodes = nodes if nodes is not None else {"bp1": 100, "bp2": 90}
@@ -155,6 +163,7 @@ class Sim:
         )
         self.clock = Clock()
         self.interval = interval
+        self.restart_time = restart_time  # how long a node is down after each role change
         self.actuators = {n: Actuator(n, fence_after=fence_after) for n in self.nodes}
         self.publishers = {n: Publisher(n) for n in self.nodes}
         self.retained: dict[tuple[str, str], Any] = {}
@@ -309,7 +318,7 @@ class Sim:
 
     def tip(self, node: str) -> None:
         pub = self.publishers[node]
-        if pub.chain == "dead":
+        if pub.chain == "dead" or self.now.mono < pub.down_until:
             return
         if pub.chain == "live":
             pub.tip_time = self.now.wall - 1.0 - pub.lag
@@ -343,9 +352,21 @@ class Sim:
                 act.pending = cmd.role
                 self._report(node)  # delivered in order, before the outcome (not drained: it is busy)
                 act.pending = None
+            before = act.role
             act.apply(cmd)
+            if act.role != before:
+                self._restart(node)
         self._check_overlap()
         self.publish_state(node)
+
+    def _restart(self, node: str) -> None:
+        """The role changed on the node: with ``restart_time``, it restarts and is silent meanwhile."""
+        if self.restart_time <= 0:
+            return
+        self.publishers[node].down_until = self.clock.mono + self.restart_time
+        act = self.actuators[node]
+        if act.start_timeout is not None:
+            act.starting_since = self.now.wall
 
     def cut(self, node: str, *, will: bool = True) -> None:
         """The actuator loses the broker; the broker publishes its Will (now, or later via ``will``)."""
@@ -391,6 +412,7 @@ class Sim:
                 and self.clock.mono - act.lost_at >= act.fence_after
             ):
                 act.role, act.fenced = "relay", True
+                self._restart(act.name)
 
     def tick(self) -> None:
         self._fence()

@@ -1,0 +1,66 @@
+"""Outputs of real nodes that the sources must understand (fixtures name their public source)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bpfailover.settings import PublisherSettings
+from bpfailover.wire import TipReport
+from publisher.chain import chain_for
+from publisher.report import TipReporter
+from publisher.sources.base import SourceError
+from publisher.sources.cardano_cli import parse_cli_tip
+from publisher.sources.prometheus import parse_metrics
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def fixture_text(name: str) -> str:
+    text = (FIXTURES / name).read_text()
+    assert text.startswith("# fixture source: "), "every fixture names its public source first"
+    return text
+
+
+def cli_output(name: str) -> tuple[bytes, bytes]:
+    lines = fixture_text(name).splitlines()[1:]
+    fields = dict(line.split(": ", 1) for line in lines)
+    return fields["stdout"].encode() + b"\n", fields["stderr"].encode() + b"\n"
+
+
+def test_cardano_cli_printing_null_is_an_error_that_says_why() -> None:
+    out, err = cli_output("cli_tip_null.txt")
+    with pytest.raises(SourceError) as failed:
+        parse_cli_tip(out, err)
+    message = str(failed.value)
+    assert "printed null" in message and "local state is unavailable" in message
+    assert "AcquireFailurePointNotOnChain" in message  # cardano-cli's own reason, passed on
+    with pytest.raises(SourceError, match="local state is unavailable; the node may still be starting"):
+        parse_cli_tip(b"null\n")
+
+
+def test_the_new_tracing_names_of_nodes_8_to_9_1_are_read() -> None:
+    sample = parse_metrics(fixture_text("metrics_new_tracing_chaindb_9.prom"))
+    assert (sample.slot, sample.block, sample.epoch) == (90754380, 3590825, 1050)
+
+
+def test_a_running_producer_keeps_a_replay_progress_below_100_and_its_tip_counts() -> None:
+    # node 11.0.1 as quoted: blockReplayProgress stays at 99.998 while it forges.
+    text = fixture_text("metrics_bp_11.0.1_excerpt.prom") + "cardano_node_metrics_slotNum_int 96000000\n"
+    sample = parse_metrics(text)
+    assert (sample.slot, sample.block) == (96000000, 4686677)
+
+
+def test_a_node_replaying_its_ledger_is_reported_starting() -> None:
+    text = "cardano_node_metrics_blockReplayProgress_real 42.5\ncardano_node_metrics_forging_enabled_int 0\n"
+    with pytest.raises(SourceError, match=r"starting, replaying its ledger \(42.5% done\)") as failed:
+        parse_metrics(text)
+    assert failed.value.status == "starting"
+    reporter = TipReporter(
+        pool="pool1", node="bp1", chain=chain_for(PublisherSettings(network="mainnet")), source="prometheus"
+    )
+    report, _ = reporter.report(failed.value, now=1_800_000_000.0)
+    assert (report.ok, report.node_status) == (False, "starting")
+    assert TipReport.model_validate_json(report.to_json()).node_status == "starting"
+
