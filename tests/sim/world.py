@@ -302,6 +302,7 @@ class SimMethod:
     """A Method (``actuator.methods.base``) that switches the node's configuration at once."""
 
     name = "sim"
+    restarts_node = False  # it switches at once: no restart to wait for
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -325,7 +326,7 @@ class SimMethod:
         self.node.world.changed()
 
 
-def _inline_within(seconds: float, step: Callable[[], Any], what: str) -> Any:
+def _inline_within(seconds: float, step: Callable[[], Any], what: str, alive: Any = None) -> Any:
     """``actuator.commands.within`` without its helper thread (the simulated disk never hangs)."""
     return step()
 
