@@ -54,7 +54,11 @@ TIP_EVERY = 0.2
 
 
 class FakeNode:
-    """A node's publisher and actuator in one: tips every TIP_EVERY s, roles applied at once."""
+    """A node's publisher and actuator in one: tips every TIP_EVERY s, roles applied at once.
+
+    Two links, as on a real node: the publisher's user writes the tip, the actuator's user
+    reads the role and writes the state.
+    """
 
     def __init__(
         self, broker: BrokerHandle, name: str, *, fence_after: float = 3.0, verify: bool = False
@@ -69,9 +73,12 @@ class FakeNode:
         self.stalled_at: float | None = None
         self.received: list[RoleCommand] = []
         self.link = MqttLink(
-            broker.mqtt_settings(name),
+            broker.mqtt_settings(f"{name}-actuator"),
             f"test-{name}-{time.monotonic_ns()}",
             subscriptions=[self.topics.role(self.pool, name)],
+        )
+        self.tip_link = MqttLink(
+            broker.mqtt_settings(f"{name}-publisher"), f"test-{name}-tip-{time.monotonic_ns()}"
         )
         self._stop = threading.Event()
         self._seq = 0
@@ -79,6 +86,7 @@ class FakeNode:
 
     def start(self) -> FakeNode:
         self.link.start(attempts=1)
+        self.tip_link.start(attempts=1)
         self.report()
         self._thread.start()
         return self
@@ -110,7 +118,7 @@ class FakeNode:
             ok=True,
             tip_time=tip_time,
         )
-        self.link.publish(self.topics.tip(self.pool, self.name), report.to_json(), retain=True)
+        self.tip_link.publish(self.topics.tip(self.pool, self.name), report.to_json(), retain=True)
 
     def stall(self) -> None:
         self.stalled_at = time.time() - 0.1
@@ -138,6 +146,7 @@ class FakeNode:
         self._stop.set()
         self._thread.join(timeout=2)
         self.link.stop()
+        self.tip_link.stop()
 
 
 @dataclass
