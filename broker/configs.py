@@ -173,9 +173,9 @@ verify_key = {toml_str(verify_key)}  # the decider's command-signing public key
 """
 
 
-def _local_note(node: str) -> str:
+def _local_note(node: str, what: str = "a simulated chain tip and sample env files") -> str:
     return (
-        f"# As written it runs locally with a simulated chain tip and sample env files in\n"
+        f"# As written it runs locally with {what} in\n"
         f"# ../run/{node}/. The commented lines show the values for a guild-operators cnode.\n"
         "# Relative paths are resolved against this file's folder.\n"
     )
@@ -188,7 +188,7 @@ def render_publisher(access: MqttAccess, pool: str, node: str, priority: int) ->
 #   bpfailover publisher -c {node}.publisher.toml
 # Owned by (and readable only by) the user that runs cardano-node, which the publisher
 # runs as. Its broker user may write {node}'s tip only: not its state, not its role.
-{_local_note(node)}
+{_local_note(node, "a simulated chain tip (its stall file)")}
 {mqtt_section(access)}
 {node_sections(pool, node, priority)}
 {publisher_section(node)}"""
@@ -201,7 +201,7 @@ def render_actuator(access: MqttAccess, pool: str, node: str, priority: int, ver
 #   bpfailover actuator -c {node}.actuator.toml
 # Owned by root (mode 0600), which the actuator runs as: the cardano-node user must not
 # read it. Its broker user may write {node}'s state and read {node}'s role, nothing else.
-{_local_note(node)}
+{_local_note(node, "sample env files")}
 {mqtt_section(access)}
 {node_sections(pool, node, priority)}
 {actuator_section(node, verify_key)}"""
