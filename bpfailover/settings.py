@@ -170,6 +170,15 @@ class DeciderSettings(Section):
     # takes over takeover_delay after the active one's presence went offline.
     standby: bool = False
     takeover_delay: Duration = 60.0
+    # The operator key's public half (a file, or the key in base64): control requests that
+    # change roles must be signed with it. Unset: unsigned requests are accepted (a warning).
+    operator_key: str | None = None
+
+
+class OperatorSettings(Section):
+    """The operator commands (switchover, failover, pause, resume, maintenance)."""
+
+    signing_key: Path | None = None  # signs control requests; the decider checks operator_key
 
 
 class PoolNode(Section):
@@ -216,6 +225,7 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
         "state_dir",
     ),
     "decider": ("signing_key",),
+    "operator": ("signing_key",),
 }
 
 
@@ -236,6 +246,7 @@ class BpfConfig(BaseSettings):
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     actuator: ActuatorSettings = Field(default_factory=ActuatorSettings)
     decider: DeciderSettings = Field(default_factory=DeciderSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
     pools: list[PoolSpec] = Field(default_factory=list)
 
     @classmethod

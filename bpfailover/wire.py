@@ -157,6 +157,9 @@ class DeciderStatus(WireModel):
     # changes within flap_window, and the last change (min_switch_interval counts from it).
     changes: list[UnixTime] = Field(default_factory=list, max_length=100)
     last_change_at: UnixTime | None = None
+    # Signed by the decider's key (like role commands): recovery trusts what it says (paused,
+    # frozen, maintenance, the flap history), so a forged "frozen" must not count.
+    sig: str | None = Field(default=None, max_length=200)
 
 
 class ControlRequest(WireModel):
@@ -172,6 +175,9 @@ class ControlRequest(WireModel):
     force: bool = False
     requested_by: str = Field(default="operator", max_length=64)
     sent_at: UnixTime | None = None
+    # Ed25519 signature by the operator key (base64), over the canonical JSON of the other
+    # fields: pool, action, target, until, force, sent_at and request_id are all covered.
+    sig: str | None = Field(default=None, max_length=200)
 
 
 class NodeInputs(WireModel):

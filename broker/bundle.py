@@ -3,7 +3,7 @@
 Layout (see docs/bundle.md)::
 
     DIR/broker/   mosquitto.conf ca.crt server.crt server.key passwd acl data/
-    DIR/keys/     ca.key command-signing.key command-signing.pub
+    DIR/keys/     ca.key command-signing.key command-signing.pub operator-signing.key operator-signing.pub
     DIR/decider.toml  DIR/operator.toml  DIR/monitor.toml
     DIR/nodes/<node>.publisher.toml  DIR/nodes/<node>.actuator.toml   (one broker user each)
     DIR/decider-2.toml   (with ``--deciders 2``: the standby decider, its own broker user)
@@ -209,6 +209,10 @@ def _write_all(plan: BundlePlan) -> None:
     _write(keys / "command-signing.key", private_key_pem(signing), SECRET)
     _write(keys / "command-signing.pub", public_key_pem(signing.public_key()), PUBLIC)
     verify_key = public_key_b64(signing.public_key())
+    operator = generate_key()  # signs control requests; the decider checks them (operator_key)
+    _write(keys / "operator-signing.key", private_key_pem(operator), SECRET)
+    _write(keys / "operator-signing.pub", public_key_pem(operator.public_key()), PUBLIC)
+    operator_key = public_key_b64(operator.public_key())
 
     users = [
         *(mosquitto.node_user(node, duty) for node in plan.nodes for duty in mosquitto.NODE_DUTIES),
@@ -238,7 +242,9 @@ def _write_all(plan: BundlePlan) -> None:
     ranked = plan.priorities()
     _write(
         root / "decider.toml",
-        configs.render_decider(access(mosquitto.DECIDER_USER, "broker/ca.crt"), plan.pool, ranked),
+        configs.render_decider(
+            access(mosquitto.DECIDER_USER, "broker/ca.crt"), plan.pool, ranked, operator_key=operator_key
+        ),
         SECRET,
     )
     for user in mosquitto.decider_users(plan.deciders)[1:]:
@@ -246,7 +252,12 @@ def _write_all(plan: BundlePlan) -> None:
         _write(
             root / f"{user}.toml",
             configs.render_decider(
-                access(user, "broker/ca.crt"), plan.pool, ranked, decider_id=user, standby=True
+                access(user, "broker/ca.crt"),
+                plan.pool,
+                ranked,
+                decider_id=user,
+                standby=True,
+                operator_key=operator_key,
             ),
             SECRET,
         )
@@ -306,7 +317,7 @@ def summary(plan: BundlePlan) -> str:
     return f"""\
 Bundle for pool {plan.pool} written to {root}
   broker/   mosquitto.conf ca.crt server.crt server.key passwd acl data/
-  keys/     ca.key command-signing.key command-signing.pub   (keep off the nodes)
+  keys/     ca.key command-signing.{{key,pub}} operator-signing.{{key,pub}}   (keep off the nodes)
   decider.toml{standbys} operator.toml monitor.toml
   {node_files}
 Broker: {plan.broker_host}:{plan.broker_port} (TLS, listening on {where}); topic prefix {plan.prefix}

@@ -71,8 +71,12 @@ def render_decider(
     *,
     decider_id: str | None = None,
     standby: bool = False,
+    operator_key: str | None = None,
 ) -> str:
     name = f"{decider_id}.toml" if decider_id else "decider.toml"
+    op_line = ""
+    if operator_key:
+        op_line = f"operator_key = {toml_str(operator_key)}  # control requests must be signed with its key\n"
     two = ""
     if standby:
         two = f"""\
@@ -97,7 +101,7 @@ max_clock_skew = 10
 apply_timeout = "2m"
 dry_run = false              # true: publish decisions on the dryrun topics only
 signing_key = "keys/command-signing.key"
-
+{op_line}
 # Nodes in order of preference; the first one starts as producer.
 {pools_section(pool, nodes)}"""
 
@@ -111,6 +115,9 @@ def render_operator(access: MqttAccess, pool: str, nodes: list[tuple[str, int]])
 {mqtt_section(access)}
 [pool]
 id = {toml_str(pool)}
+
+[operator]
+signing_key = "keys/operator-signing.key"   # signs control requests (keep it with you)
 
 {pools_section(pool, nodes)}"""
 

@@ -130,8 +130,10 @@ class Decider:
                 return self.on_status(pool, status, now, retained=retained)
             case PresenceSeen(pool, status, retained):
                 return self.on_presence(pool, status, now, retained=retained)
-            case ControlAsked(pool, request):
-                return self.on_control(pool, request, now)
+            case ControlAsked(pool, request, refused, by):
+                if by is not None:
+                    request = request.model_copy(update={"requested_by": by})
+                return self.on_control(pool, request, now, refused=refused)
             case LinkChanged(up):
                 return self.on_link(up, now)
             case RetainedReadDone():
@@ -256,12 +258,14 @@ class Decider:
             self._presence_due = now.mono  # answer at once (once): the newcomer sees us, and refuses
         return alert + self._presence(now)
 
-    def on_control(self, pool: str, request: ControlRequest, now: Now) -> list[Action]:
+    def on_control(
+        self, pool: str, request: ControlRequest, now: Now, *, refused: str | None = None
+    ) -> list[Action]:
         if self.peers is not None and self.peers.multi() and not self.active:
             return []  # the active decider answers; a standby keeps quiet
         # Evaluating first recovers the pool once startup_grace is over; before that it refuses.
         actions = self._evaluate(pool, now)
-        return actions + self.pools[pool].on_control(request, now)
+        return actions + self.pools[pool].on_control(request, now, refused=refused)
 
     def tick(self, now: Now) -> list[Action]:
         actions = self._update(now)

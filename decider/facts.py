@@ -67,6 +67,8 @@ class ControlAsked:
 
     pool: str
     request: ControlRequest
+    refused: str | None = None  # why the shell's checks refused it (signature, age, replay)
+    by: str | None = None  # who asked, as the shell could tell (the operator key's id)
 
 
 @dataclass(frozen=True)

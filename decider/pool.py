@@ -199,8 +199,12 @@ class PoolMachine:
             view.last_status = None
 
     @fact
-    def on_control(self, request: ControlRequest, now: Now) -> list[Action]:
+    def on_control(self, request: ControlRequest, now: Now, *, refused: str | None = None) -> list[Action]:
         out = Outbox(self.view, self.ctx, now)
+        if refused is not None:  # nothing of it is applied
+            reason = f"{request.action}: refused: {refused}"
+            out.event("control", reason, request_id=request.request_id, ok=False)
+            return out.actions
         if not self.view.recovered:
             out.event(
                 "control",

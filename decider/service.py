@@ -49,7 +49,10 @@ from bpfailover.signing import (
     SignatureError,
     claim_backed,
     load_signing_key,
+    load_verify_key,
+    sign,
     sign_command,
+    verify,
     verify_command,
 )
 from bpfailover.topics import TopicError, Topics, check_id
@@ -74,6 +77,7 @@ from decider.actions import (
 )
 from decider.alerts import KesWatch
 from decider.alerts import from_settings as alerts_from_settings
+from decider.control_gate import ControlGate
 from decider.core import PRESENCE_INTERVAL, Decider
 from decider.facts import (
     ControlAsked,
@@ -147,7 +151,7 @@ class Presence:
     @staticmethod
     def _key(status: DeciderStatus) -> bytes:
         """Everything the Will says but its timestamp: a change in any of it makes a new Will."""
-        return status.model_copy(update={"updated_at": 0.0}).to_json()
+        return status.model_copy(update={"updated_at": 0.0, "sig": None}).to_json()
 
     def update(self, status: DeciderStatus) -> None:
         """Ask for a Will carrying ``status``; returns at once."""
@@ -240,6 +244,18 @@ class DeciderService:
                 self.signing_key = load_signing_key(settings.signing_key)
             except KeyLoadError as exc:
                 raise ConfigError(f"decider.signing_key: {exc}") from None
+        operator_key = None
+        if settings.operator_key:
+            try:
+                operator_key = load_verify_key(settings.operator_key)
+            except KeyLoadError as exc:
+                raise ConfigError(f"decider.operator_key: {exc}") from None
+        else:
+            log.warning(
+                "decider.operator_key is not set: control requests (failover --force included) are "
+                "taken unsigned from anyone who may write the control topic"
+            )
+        self.control_gate = ControlGate(operator_key)
         self.config = config
         self.topics = Topics(config.mqtt.prefix)
         self.listeners = list(listeners or [])
@@ -282,7 +298,7 @@ class DeciderService:
             subscriptions=subscriptions,
             inflight=INFLIGHT,
             mark_subscribed=True,
-            will=(self.presence_topic, will.status.to_json()),
+            will=(self.presence_topic, self._status_json(will.status)),
         )
         # One inbox: the command link's connection events reach the core too (see _link_event).
         self.commands = MqttLink(
@@ -365,8 +381,13 @@ class DeciderService:
         if where.kind == "deciders":
             try:
                 status = decode(DeciderStatus, item.payload, pool=where.pool)
+                if self.public_key is not None:
+                    verify(status, self.public_key)
             except PayloadRejected as exc:
                 self.rejections.reject(exc.reason, exc.detail, topic=topic)
+                return []
+            except SignatureError as exc:
+                self.rejections.reject(exc.reason, str(exc), topic=topic)
                 return []
             if status.decider != where.node:
                 why = f"payload decider {status.decider!r} but topic {where.node!r}"
@@ -400,6 +421,8 @@ class DeciderService:
                 return self.core.process(RoleReadBack(pool, command, item.retain), now)
             if where.kind == "decider":
                 status = decode(DeciderStatus, item.payload, pool=pool)
+                if self.public_key is not None:  # recovery trusts it: a forged "frozen" must not count
+                    verify(status, self.public_key)
                 return self.core.process(StatusReadBack(pool, status, item.retain), now)
             if where.kind == "control":
                 if item.retain:
@@ -408,14 +431,18 @@ class DeciderService:
                     )
                     return []
                 request = decode(ControlRequest, item.payload, pool=pool)
+                refused, by = self.control_gate.check(request, now.wall)
                 log.info(
-                    "pool=%s control %s request_id=%s by %s",
+                    "pool=%s control %s request_id=%s by %s%s",
                     pool,
                     request.action,
                     request.request_id,
-                    request.requested_by,
+                    by,
+                    f": refused: {refused}" if refused else "",
                 )
-                return self.core.process(ControlAsked(pool, request), now)
+                if refused is not None:
+                    self.rejections.reject("control", refused, topic=topic)
+                return self.core.process(ControlAsked(pool, request, refused, by), now)
         except PayloadRejected as exc:
             self.rejections.reject(exc.reason, exc.detail, topic=topic)
         except SignatureError as exc:
@@ -423,6 +450,13 @@ class DeciderService:
         return []
 
     # --- out ----------------------------------------------------------------------------------
+
+    def _signed(self, status: DeciderStatus) -> DeciderStatus:
+        """Statuses are signed like role commands: recovery and the standby trust what they say."""
+        return sign(status, self.signing_key) if self.signing_key is not None else status
+
+    def _status_json(self, status: DeciderStatus) -> bytes:
+        return self._signed(status).to_json()
 
     def publish(self, actions: list[Action]) -> None:
         for action in actions:
@@ -449,7 +483,8 @@ class DeciderService:
                 topic = self.topics.tip(action.pool, action.node)
                 self.rejections.reject(action.reason, action.detail, topic=topic)
             elif isinstance(action, PublishStatus):
-                self.link.publish(self.topics.decider(action.pool), action.status.to_json(), retain=True)
+                topic = self.topics.decider(action.pool)
+                self.link.publish(topic, self._status_json(action.status), retain=True)
             elif isinstance(action, PublishEvent):
                 event = action.event
                 self.link.publish(self.topics.events(action.pool), event.to_json())
@@ -484,13 +519,15 @@ class DeciderService:
                 previous.refused,
                 self.presence_topic.rsplit("/", 1)[0],
             )
-        self._presence_delivery = self.link.publish(self.presence_topic, status.to_json(), retain=True)
+        self._presence_delivery = self.link.publish(
+            self.presence_topic, self._status_json(status), retain=True
+        )
 
     def _refresh_presence(self) -> None:
         now = wall_and_mono()
         will = self.core.will(now)
         if will is not None and self.core.active:
-            self.presence.update(will.status)
+            self.presence.update(self._signed(will.status))
         elif not self.core.active:
             self.presence.clear()
 
@@ -601,11 +638,12 @@ class DeciderService:
         for action in actions:
             if isinstance(action, PublishStatus):
                 topic = self.topics.decider(action.pool)
-                deliveries.append(self.link.publish(topic, action.status.to_json(), retain=True))
+                deliveries.append(self.link.publish(topic, self._status_json(action.status), retain=True))
         gone = self.core.presence(wall_and_mono(), online=False)
         if gone is not None and self.link.connected.is_set() and self.exit_code == 0:
             # (A refused duplicate says nothing: the presence of our id is the other process's.)
-            deliveries.append(self.link.publish(self.presence_topic, gone.status.to_json(), retain=True))
+            gone_json = self._status_json(gone.status)
+            deliveries.append(self.link.publish(self.presence_topic, gone_json, retain=True))
         if not self.commands.flush(SHUTDOWN_PUBLISH_TIMEOUT):
             log.warning("%d role commands not acknowledged before exit", self.commands.pending())
         deadline = time.monotonic() + SHUTDOWN_PUBLISH_TIMEOUT

@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 import pytest
 
 from bpfailover.settings import MqttSettings, read_toml
+from bpfailover.signing import load_signing_key, sign
+from bpfailover.wire import ControlRequest
 from broker.bundle import node_config, write_bundle
 from broker.mosquitto import NODE_DUTIES, node_user
 from broker.mosquitto import find_mosquitto as broker_binary
@@ -304,6 +306,11 @@ class BrokerHandle:
         finally:
             client.disconnect()
             client.loop_stop()
+
+    def control(self, **fields: Any) -> ControlRequest:
+        """A control request for this pool, signed with the bundle's operator key, sent now."""
+        request = ControlRequest(pool=self.pool, sent_at=time.time(), **fields)
+        return sign(request, load_signing_key(self.bundle / "keys" / "operator-signing.key"))
 
     def publish(self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 1) -> None:
         """Publish as the test admin and wait for the broker's acknowledgement."""
