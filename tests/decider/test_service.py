@@ -418,8 +418,15 @@ def test_control_requests_are_answered_and_bad_input_is_rejected_not_fatal(
         # The same signed bytes again: a replay, refused (the answer to req-1 stays the first one).
         before = len(observer.events())
         operator.publish_wait(topics.control(clean.pool), request.to_json())
-        wait_for(lambda: len(observer.events()) > before, 5, "the answer to the replay")
-        replay = observer.events()[-1]
+        # The answer to the replay, not the switchover's own later events (promoted, ...).
+        replay = wait_for(
+            lambda: next(
+                (e for e in observer.events()[before:] if e.request_id == "req-1" and e.kind == "control"),
+                None,
+            ),
+            5,
+            "the answer to the replay",
+        )
         assert replay.ok is False and "seen before" in replay.reason
     finally:
         operator.stop()
