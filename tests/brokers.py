@@ -20,6 +20,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import signal
 import socket
 import ssl
@@ -402,6 +403,53 @@ class MosquittoProcess(BrokerHandle):
                 f"mosquitto exited with code {self._process.returncode} on start\n{self.log_tail()}"
             )
 
+    # --- persistence (faults: a broker crash, a rollback, amnesia) --------------------------
+
+    @property
+    def db_path(self) -> Path:
+        """mosquitto's persistence file (``persistence_location`` in the bundle's conf)."""
+        match = re.search(r"^persistence_location (.+)$", self.conf.read_text(), flags=re.M)
+        assert match, f"no persistence_location in {self.conf}"
+        return Path(match.group(1).strip()) / "mosquitto.db"
+
+    def save_now(self, timeout: float = STOP_TIMEOUT) -> Path:
+        """Make the running broker write its persistence file now (SIGUSR1); wait until it has."""
+        assert self._process is not None and self.running, "broker not running"
+        before = _file_id(self.db_path)
+        self._process.send_signal(signal.SIGUSR1)
+        # mosquitto writes ``mosquitto.db.new`` and renames it over the file: a new inode.
+        wait_for(lambda: _file_id(self.db_path) not in (None, before), timeout,
+                 f"mosquitto to save {self.db_path} on SIGUSR1")
+        return self.db_path
+
+    def snapshot(self, dest: Path) -> Path:
+        """A copy of the persistence file as of now (retained messages, sessions), to restore later."""
+        shutil.copy2(self.save_now(), dest)
+        return dest
+
+    def kill(self) -> None:
+        """SIGKILL: a crash. Nothing is saved since the last save, and no client's Will is sent."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(STOP_TIMEOUT)
+
+    def restore(self, snapshot: Path | None) -> None:
+        """While stopped: put ``snapshot`` back as the persistence file (a rollback), or, with
+        None, delete it (the broker comes back empty: amnesia)."""
+        assert not self.running, "stop or kill the broker first"
+        self.db_path.unlink(missing_ok=True)
+        if snapshot is not None:
+            shutil.copy2(snapshot, self.db_path)
+
+    def configure(self, **options: object) -> None:
+        """Set general options of mosquitto.conf (``max_keepalive=6``); restart to apply them."""
+        text = self.conf.read_text()
+        for key, value in options.items():
+            text = re.sub(rf"^{key} .*\n", "", text, flags=re.M)
+            text += f"# TEST ONLY: set by tests/brokers.py\n{key} {value}\n"
+        self.conf.write_text(text)
+
     def stop(self) -> None:
         """Stop gracefully (SIGTERM), so mosquitto saves its retained messages."""
         process, self._process = self._process, None
@@ -556,6 +604,14 @@ class ExternalEnv:
                 f"or BPF_TEST_BROKER_CREDENTIALS_{user.upper().replace('-', '_')}=user:password"
             )
         return self._shared
+
+
+def _file_id(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def docker_conf(bundle: Path) -> Path:

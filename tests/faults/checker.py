@@ -308,10 +308,12 @@ class SplitBrainChecker:
         return None
 
     def messages(self, kind: str, node: str | None = None, after: float = 0.0,
-                 model: type[T] | None = None) -> list[tuple[float, T]]:
-        """Decoded messages of ``kind`` (``tip``, ``state``, ``role``, ``decider``, ``events``)."""
+                 model: type[T] | None = None, retained: bool | None = None) -> list[tuple[float, T]]:
+        """Decoded messages of ``kind`` (``tip``, ``state``, ``role``, ``decider``, ``events``);
+        ``retained``: only those the broker delivered as retained (True) or live (False)."""
         with self._lock:
-            found = [s for s in self.seen if s.kind == kind and s.at >= after]
+            found = [s for s in self.seen if s.kind == kind and s.at >= after
+                     and (retained is None or s.retained == retained)]
         return [
             (s.at, s.message)
             for s in found

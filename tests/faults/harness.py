@@ -31,7 +31,7 @@ from bpfailover.settings import load_config
 from bpfailover.signing import load_signing_key, sign_command
 from bpfailover.topics import Topics
 from bpfailover.wire import NodeState, RoleCommand, TipReport
-from tests.brokers import BrokerHandle
+from tests.brokers import BrokerHandle, MosquittoProcess
 from tests.faults.checker import NodeFiles, SplitBrainChecker
 from tests.faults.inject import Injector
 from tests.faults.proxy import FaultProxy
@@ -39,6 +39,7 @@ from tests.faults.proxy import FaultProxy
 T = TypeVar("T")
 
 SKEW_DIR = Path(__file__).parent / "skewclock"
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SLOT_OFFSET = 1_700_000_000  # custom network: slot 0 at this unix time
 SLOT_LENGTH = 0.02  # 50 slots/s: a simulated block every 0.4 s on average
 STOP_GRACE = 3.0
@@ -183,6 +184,12 @@ class Process:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.popen.wait(5)
 
+    def pause(self, on: bool = True) -> None:
+        """SIGSTOP (or SIGCONT) the process and everything it started: a paused host or VM."""
+        if self.alive:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGSTOP if on else signal.SIGCONT)
+
     def terminate(self) -> None:
         if not self.alive:
             return
@@ -223,7 +230,10 @@ class Cluster:
         node_env: dict[str, dict[str, str]] | None = None,
         clock_offset: dict[str, float] | None = None,
         injector: dict[str, Any] | None = None,
+        direct_publishers: tuple[str, ...] = (),
     ) -> None:
+        """``direct_publishers``: nodes whose publisher connects straight to the broker, not through
+        the node's proxy, so that a network fault of the node reaches its actuator alone."""
         self.broker = broker
         self.workdir = workdir
         self.timings = timings or Timings()
@@ -236,6 +246,7 @@ class Cluster:
         self._node_env = node_env or {}
         self._clock_offset = clock_offset or {}
         self._injector_options = injector
+        self._direct_publishers = direct_publishers
         self.injector: Injector | None = None
         self.checker: SplitBrainChecker | None = None
         self.events: list[tuple[float, str]] = []  # what the scenario did, for the report
@@ -257,6 +268,8 @@ class Cluster:
 
     def _base_env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BPF_")}
+        # The code under test is this checkout's, whatever another (editable) install of bpfailover says.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
         env["BPF_LOG_LEVEL"] = os.environ.get("BPF_FAULTS_LOG_LEVEL", "info")
         env["PYTHONUNBUFFERED"] = "1"
         return env
@@ -289,7 +302,7 @@ class Cluster:
         self.checker.start()
         for node in self.nodes.values():
             self.start_actuator(node.name)
-            self.start_publisher(node.name)
+            self.start_publisher(node.name, direct=node.name in self._direct_publishers)
         if decider:
             self.start_decider()
         if self._injector_options is not None:
@@ -306,9 +319,12 @@ class Cluster:
                                     self._clock_offset.get(name, 0.0))
         return node.actuator
 
-    def start_publisher(self, name: str) -> Process:
+    def start_publisher(self, name: str, *, direct: bool = False) -> Process:
+        """Start ``name``'s publisher behind its node's proxy, or (``direct``) connected straight to
+        the broker, so that a fault of the proxy reaches the actuator alone."""
         node = self.nodes[name]
-        node.publisher = self._spawn(f"{name}-publisher", "publisher", node.publisher_config, node.env,
+        env = {**node.env, "BPF_MQTT__PORT": str(self.broker.port)} if direct else node.env
+        node.publisher = self._spawn(f"{name}-publisher", "publisher", node.publisher_config, env,
                                      self._clock_offset.get(name, 0.0))
         return node.publisher
 
@@ -455,6 +471,39 @@ class Cluster:
         node.publisher.kill(signal.SIGKILL)
         return at
 
+    def kill_actuator(self, name: str) -> float:
+        """SIGKILL one node's actuator only (a crash: its Last Will fires, the node keeps its role)."""
+        node = self.nodes[name]
+        at = self.note(f"kill actuator {name}")
+        assert node.actuator is not None
+        node.actuator.kill(signal.SIGKILL)
+        return at
+
+    def stop_actuator(self, name: str) -> float:
+        """SIGTERM one node's actuator only and wait for it to exit: a clean stop (``systemctl stop``),
+        the node left running whatever it ran."""
+        node = self.nodes[name]
+        at = self.note(f"stop actuator {name} (SIGTERM)")
+        assert node.actuator is not None
+        node.actuator.terminate()
+        self.retired.append(node.actuator)  # its exit code 0 is expected
+        node.actuator = None
+        return at
+
+    def operator(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
+        """Run ``bpfailover <args> -c operator.toml`` (the bundle's operator) and return its result."""
+        self.note(f"operator: bpfailover {' '.join(args)}")
+        argv = [sys.executable, "-m", "bpfailover.cli", *args, "-c", str(self.broker.config_path("operator"))]
+        return subprocess.run(argv, env=self._base_env(), cwd=self.workdir, capture_output=True, text=True,
+                              timeout=timeout, check=False)
+
+    def pause_decider(self, on: bool = True) -> float:
+        """Freeze (SIGSTOP) or thaw (SIGCONT) the decider: it neither hears nor says anything meanwhile."""
+        at = self.note("pause decider (SIGSTOP)" if on else "resume decider (SIGCONT)")
+        assert self.decider is not None
+        self.decider.pause(on)
+        return at
+
     def kill_decider(self) -> float:
         at = self.note("kill decider (SIGKILL)")
         assert self.decider is not None
@@ -471,7 +520,8 @@ class Cluster:
         return self.note(f"{'stall' if on else 'unstall'} {name}")
 
     def network(self, name: str, fault: str, seconds: float = 0.0) -> float:
-        """``cut``, ``blackhole``, ``delay`` (``seconds``) or ``heal`` one node's link to the broker."""
+        """``cut``, ``blackhole``, ``delay`` (``seconds``), ``lossy`` or ``heal`` one node's link to
+        the broker (``FaultProxy``)."""
         proxy = self.nodes[name].proxy
         at = self.note(f"network {name} {fault}{f' {seconds:g}s' if seconds else ''}")
         if fault == "cut":
@@ -480,11 +530,19 @@ class Cluster:
             proxy.blackhole()
         elif fault == "delay":
             proxy.delay(seconds)
+        elif fault == "lossy":
+            proxy.lossy(self._client_app_records())
         elif fault == "heal":
             proxy.heal()
         else:
             raise ValueError(fault)
         return at
+
+    def _client_app_records(self) -> int:
+        """TLS application-data records a client sends up to its MQTT CONNECT: 2 in TLS 1.3 (its
+        Finished is encrypted), 1 in TLS 1.2. The nodes' Python negotiates as this handshake does."""
+        with self.broker.handshake() as sock:
+            return 2 if sock.version() == "TLSv1.3" else 1
 
     def broker_stop(self) -> float:
         at = self.note("broker stop")
@@ -494,6 +552,29 @@ class Cluster:
     def broker_start(self) -> float:
         self.broker.start()
         return self.note("broker started")
+
+    def broker_kill(self) -> float:
+        """SIGKILL the broker: nothing saved since its last save, no Will sent."""
+        broker = self.broker
+        assert isinstance(broker, MosquittoProcess), "needs the local mosquitto (BPF_TEST_BROKER=local)"
+        at = self.note("broker killed (SIGKILL)")
+        broker.kill()
+        return at
+
+    def broker_snapshot(self) -> Path:
+        """mosquitto's persistence file as of now, saved aside (for a rollback)."""
+        broker = self.broker
+        assert isinstance(broker, MosquittoProcess), "needs the local mosquitto (BPF_TEST_BROKER=local)"
+        path = broker.snapshot(self.workdir / f"mosquitto-snapshot-{len(self.events)}.db")
+        self.note(f"broker snapshot {path.name}")
+        return path
+
+    def broker_restore(self, snapshot: Path | None) -> float:
+        """While the broker is down: restore ``snapshot`` (a rollback) or, None, lose everything."""
+        broker = self.broker
+        assert isinstance(broker, MosquittoProcess), "needs the local mosquitto (BPF_TEST_BROKER=local)"
+        broker.restore(snapshot)
+        return self.note(f"broker persistence {'restored from ' + snapshot.name if snapshot else 'deleted'}")
 
     # --- results --------------------------------------------------------------------------------
 

@@ -18,6 +18,15 @@ Modes, switchable at any time from the test's thread:
   retransmissions with RST); the connections accepted during it are reset.
 - ``cut``: every connection is reset (RST on both sides) and new ones are reset as
   soon as they are accepted, until ``heal``.
+- ``lossy``: a link that connects but loses what the node sends. A new connection's
+  TLS handshake and its first ``app_records`` TLS application-data records from the
+  node pass (TLS 1.3: the encrypted Finished, then MQTT CONNECT), then every byte from
+  the node is read and dropped, while the broker's bytes still reach the node. So the
+  broker accepts the connection (CONNACK) and hears nothing more: no SUBSCRIBE, no
+  PUBLISH, no PINGREQ, until it drops the client after 1.5 x keepalive (and sends its
+  Will); the node reconnects, and so on. The proxy reads TLS record headers only, never
+  MQTT. Connections open when the mode starts lose everything from then on. On ``heal``,
+  a connection that lost bytes is reset (its TLS stream is broken); the others go on.
 
 The proxy runs its own asyncio loop on a daemon thread; the public methods are
 thread-safe and return once the mode change took effect.
@@ -59,6 +68,39 @@ class _Direction:
     closed_by_source: bool = False
 
 
+class _UpstreamGate:
+    """``lossy`` mode, one connection, node -> broker: whole TLS records pass until the
+    ``app_records``-th application-data record (content type 23) has; then nothing does."""
+
+    APPLICATION_DATA = 23
+    HEADER = 5  # content type, version (2), length (2)
+
+    def __init__(self, app_records: int) -> None:
+        self.left = app_records
+        self.pending = b""
+        self.dropped = 0
+
+    def feed(self, data: bytes) -> bytes:
+        """What of ``data`` may go on to the broker."""
+        if self.left <= 0:
+            self.dropped += len(data)
+            return b""
+        self.pending += data
+        passed = bytearray()
+        while self.left > 0 and len(self.pending) >= self.HEADER:
+            end = self.HEADER + int.from_bytes(self.pending[3:5], "big")
+            if len(self.pending) < end:
+                break
+            record, self.pending = self.pending[:end], self.pending[end:]
+            passed += record
+            if record[0] == self.APPLICATION_DATA:
+                self.left -= 1
+        if self.left <= 0:
+            self.dropped += len(self.pending)
+            self.pending = b""
+        return bytes(passed)
+
+
 @dataclass(eq=False)
 class _Connection:
     client: asyncio.StreamWriter
@@ -68,6 +110,7 @@ class _Connection:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     orphan: bool = False  # accepted during a blackhole: never connected upstream
     dead: bool = False
+    gate: _UpstreamGate | None = None  # lossy mode: what of the node's bytes passes
 
     def kill(self) -> None:
         if self.dead:
@@ -93,6 +136,8 @@ class FaultProxy:
         self.port = 0
         self.mode = "pass"
         self.delay_seconds = 0.0
+        self.app_records = 2
+        self.dropped_bytes = 0  # node -> broker bytes lost in lossy mode, all connections
         self.accepted = 0
         self.reset_count = 0
         self._conns: set[_Connection] = set()
@@ -160,6 +205,12 @@ class FaultProxy:
     def cut(self) -> None:
         self._call(self._set_mode("cut", 0.0))
 
+    def lossy(self, app_records: int = 2) -> None:
+        """Connections get through, then lose every byte the node sends (module docstring).
+        ``app_records``: 2 for TLS 1.3 (Finished and CONNECT are both application data), 1 for 1.2."""
+        self.app_records = app_records
+        self._call(self._set_mode("lossy", 0.0))
+
     @property
     def open_connections(self) -> int:
         return sum(1 for c in list(self._conns) if not c.dead)
@@ -190,6 +241,14 @@ class FaultProxy:
         if mode == "cut":
             for conn in list(self._conns):
                 self._kill(conn)
+        elif mode == "lossy" and previous != "lossy":
+            for conn in list(self._conns):
+                conn.gate = _UpstreamGate(0)
+        elif previous == "lossy":
+            for conn in list(self._conns):
+                if conn.gate is not None and conn.gate.dropped:
+                    self._kill(conn)
+                conn.gate = None
         elif previous == "blackhole" and mode != "blackhole":
             for conn in list(self._conns):
                 if conn.orphan or conn.up.closed_by_source or conn.down.closed_by_source:
@@ -226,6 +285,8 @@ class FaultProxy:
             _reset(writer)
             return
         conn = _Connection(writer, up_writer)
+        if self.mode == "lossy":
+            conn.gate = _UpstreamGate(self.app_records)
         self._conns.add(conn)
         conn.tasks = [
             asyncio.ensure_future(self._read(reader, conn, conn.up)),
@@ -241,6 +302,13 @@ class FaultProxy:
                 data = await reader.read(CHUNK)
             except (ConnectionError, OSError):
                 data = _EOF
+            gate = conn.gate if way is conn.up else None
+            if gate is not None and data:
+                before = gate.dropped
+                data = gate.feed(data)
+                self.dropped_bytes += gate.dropped - before
+                if not data:
+                    continue  # lost on the way (or a partial record held back)
             due = loop.time() + (self.delay_seconds if self.mode == "delay" else 0.0)
             await way.queue.put((due, data))
             if not data:

@@ -112,3 +112,49 @@ def test_blackhole_accepts_new_connections_but_forwards_nothing(proxy: FaultProx
         with pytest.raises(OSError):
             if not sock.recv(10):
                 raise ConnectionResetError("closed")
+
+
+def _record(content_type: int, body: bytes) -> bytes:
+    """A TLS record as the lossy mode sees it: type, version, length, body (never decrypted)."""
+    return bytes([content_type, 3, 3]) + len(body).to_bytes(2, "big") + body
+
+
+def test_lossy_passes_the_handshake_and_first_records_then_drops_what_the_node_sends(
+    proxy: FaultProxy,
+) -> None:
+    proxy.lossy(app_records=2)
+    with _connect(proxy) as sock:
+        sock.settimeout(5)
+        handshake = _record(22, b"hello") + _record(20, b"\x01")
+        first = _record(23, b"finished") + _record(23, b"connect")
+        # Sent in pieces that split a record header: the gate reassembles whole records.
+        both = handshake + first
+        sock.sendall(both[:3])
+        sock.sendall(both[3:])
+        got = b""
+        while len(got) < len(both) and (chunk := sock.recv(4096)):
+            got += chunk
+        assert got == both
+        sock.sendall(_record(23, b"publish"))
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        assert proxy.dropped_bytes == len(_record(23, b"publish"))
+    proxy.heal()
+    with _connect(proxy) as sock2:
+        assert _echo(sock2, b"back") == b"back"
+
+
+def test_lossy_drops_everything_on_open_connections_and_resets_them_on_heal(proxy: FaultProxy) -> None:
+    with _connect(proxy) as sock:
+        assert _echo(sock, b"1") == b"1"
+        proxy.lossy()
+        sock.sendall(b"lost")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        proxy.heal()
+        sock.settimeout(5)
+        with pytest.raises(OSError):
+            if not sock.recv(10):
+                raise ConnectionResetError("closed")
