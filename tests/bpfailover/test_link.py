@@ -284,7 +284,7 @@ def test_each_connection_has_its_own_will_naming_it(broker, links) -> None:  # t
     topic = Topics(broker.prefix).state(broker.pool, "bp2")
     watcher = connect(broker, links, "operator", subscriptions=[topic])
     seen = Collector(watcher)
-    settings = broker.mqtt_settings("bp2")
+    settings = broker.mqtt_settings("bp2-actuator")
     node = MqttLink(settings, "test-will-conn", will=lambda conn: (topic, f"offline:{conn}".encode()))
     conns = []
     try:
