@@ -26,13 +26,20 @@ def effective(config: BpfConfig) -> dict[str, Any]:
 
 
 def _roles(path: Path) -> set[str]:
-    """Which components this file configures: "node", "decider" and/or "operator"."""
+    """Which components this file configures: "node" (with "publisher" and/or "actuator"),
+    "decider" and/or "operator".
+
+    A split node file (``<node>.publisher.toml``) holds one service's section and is checked for
+    that service only; a combined node file, or one with ``[node]`` alone, for both.
+    """
     sections = set(read_toml(path)) | {
         k.upper().removeprefix("BPF_").split("__")[0].lower() for k in environment_overrides()
     }
     roles: set[str] = set()
     if sections & {"node", "publisher", "actuator"}:
         roles.add("node")
+        services = sections & {"publisher", "actuator"}
+        roles |= services or {"publisher", "actuator"}
     if "decider" in sections or ("pools" in sections and "pool" not in sections):
         roles.add("decider")
     if "pools" in sections and "pool" in sections and "node" not in sections:
@@ -61,6 +68,7 @@ def problems(config: BpfConfig, path: Path) -> list[str]:
             config.require_node_name()
         except ConfigError as exc:
             out.append(str(exc))
+    if "actuator" in roles:
         if config.actuator.verify_key:
             try:
                 load_verify_key(config.actuator.verify_key)
@@ -72,6 +80,7 @@ def problems(config: BpfConfig, path: Path) -> list[str]:
             build_method(config.actuator).check()
         except ConfigError as exc:
             out.append(str(exc))
+    if "publisher" in roles:
         try:
             from publisher.chain import chain_for
             from publisher.sources import make_source
@@ -105,11 +114,11 @@ def warnings(config: BpfConfig, path: Path) -> list[str]:
         out.append("mqtt.tls is false: passwords and role commands travel in plaintext")
     if config.mqtt.tls and config.mqtt.ca_file is None:
         out.append("mqtt.ca_file is not set: the system's CA store is used (fine for cloud brokers)")
-    if "node" in roles and config.publisher.source == "simulate":
+    if "publisher" in roles and config.publisher.source == "simulate":
         out.append("publisher.source is 'simulate': a synthetic chain, for demos and tests only")
-    if "node" in roles and config.actuator.fence_after == 0:
+    if "actuator" in roles and config.actuator.fence_after == 0:
         out.append("actuator.fence_after is 0: self-fencing is disabled, no split-brain guarantee")
-    if "node" in roles and config.actuator.verify_key is None:
+    if "actuator" in roles and config.actuator.verify_key is None:
         out.append("actuator.verify_key is not set: role commands are not signature-checked")
     if "decider" in roles and config.decider.signing_key is None:
         out.append("decider.signing_key is not set: role commands are sent unsigned")

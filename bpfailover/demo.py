@@ -167,8 +167,8 @@ def wait_for_port(port: int, timeout: float, children: Children) -> None:
 class Watcher:
     """The operator's view of the demo pool, with a line of progress per second."""
 
-    def __init__(self, operator_toml: Path, out: Callable[[str], None]) -> None:
-        config = load_config(operator_toml)
+    def __init__(self, monitor_toml: Path, out: Callable[[str], None]) -> None:
+        config = load_config(monitor_toml)
         self.topics = Topics(config.mqtt.prefix)
         self.collector = PoolCollector(self.topics, POOL)
         self.events: list[DecisionEvent] = []
@@ -284,7 +284,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _start(binary: str, folder: Path, out: Callable[[str], None]) -> Children:
-    from broker.bundle import write_bundle
+    from broker.bundle import node_config, write_bundle
 
     bundle = folder / "bundle"
     logs = folder / "logs"
@@ -306,16 +306,16 @@ def _start(binary: str, folder: Path, out: Callable[[str], None]) -> Children:
     wait_for_port(port, 10.0, children)
     children.bpfailover("decider", "decider", "-c", str(bundle / "decider.toml"))
     for node in NODES:
-        config = str(bundle / "nodes" / f"{node}.toml")
-        children.bpfailover(f"{node}-actuator", "actuator", "-c", config)
-        children.bpfailover(f"{node}-publisher", "publisher", "-c", config)
+        # Each service with its own file and broker user, as on a real node.
+        for duty in ("actuator", "publisher"):
+            children.bpfailover(f"{node}-{duty}", duty, "-c", str(node_config(bundle, node, duty)))
     out("started: mosquitto, decider, bp1 (publisher + actuator), bp2 (publisher + actuator)")
     return children
 
 
 def _play(folder: Path, children: Children, out: Callable[[str], None]) -> bool:
     bundle = folder / "bundle"
-    watcher = Watcher(bundle / "operator.toml", out)
+    watcher = Watcher(bundle / "monitor.toml", out)  # the read-only user: the demo only watches
     watcher.link.start(attempts=5)
     try:
         watcher.say("waiting for the decider to make bp1 producer ...")

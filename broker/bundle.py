@@ -4,7 +4,8 @@ Layout (see docs/bundle.md)::
 
     DIR/broker/   mosquitto.conf ca.crt server.crt server.key passwd acl data/
     DIR/keys/     ca.key command-signing.key command-signing.pub operator-signing.key operator-signing.pub
-    DIR/decider.toml  DIR/operator.toml  DIR/nodes/<node>.toml
+    DIR/decider.toml  DIR/operator.toml  DIR/monitor.toml
+    DIR/nodes/<node>.publisher.toml  DIR/nodes/<node>.actuator.toml   (one broker user each)
     DIR/decider-2.toml   (with ``--deciders 2``: the standby decider, its own broker user)
     DIR/run/<node>/   env env.producer env.relay (local env-swap samples)
 
@@ -213,7 +214,11 @@ def _write_all(plan: BundlePlan) -> None:
     _write(keys / "operator-signing.pub", public_key_pem(operator.public_key()), PUBLIC)
     operator_key = public_key_b64(operator.public_key())
 
-    users = [*plan.nodes, *mosquitto.SERVICE_USERS, *mosquitto.decider_users(plan.deciders)[1:]]
+    users = [
+        *(mosquitto.node_user(node, duty) for node in plan.nodes for duty in mosquitto.NODE_DUTIES),
+        *mosquitto.SERVICE_USERS,
+        *mosquitto.decider_users(plan.deciders)[1:],
+    ]
     passwords = {user: new_password() for user in users}
     _write(files.passwd, "".join(passwd_line(u, p) for u, p in passwords.items()), SECRET)
     # 0600 too: mosquitto ≥ 2.0.16 warns about world-readable ACL and password files.
@@ -261,12 +266,29 @@ def _write_all(plan: BundlePlan) -> None:
         configs.render_operator(access(mosquitto.OPERATOR_USER, "broker/ca.crt"), plan.pool, ranked),
         SECRET,
     )
+    _write(
+        root / "monitor.toml",
+        configs.render_monitor(access(mosquitto.MONITOR_USER, "broker/ca.crt"), plan.pool, ranked),
+        SECRET,
+    )
     for node, priority in ranked:
+        publisher = access(mosquitto.node_user(node, "publisher"), "../broker/ca.crt")
+        actuator = access(mosquitto.node_user(node, "actuator"), "../broker/ca.crt")
         _write(
-            root / "nodes" / f"{node}.toml",
-            configs.render_node(access(node, "../broker/ca.crt"), plan.pool, node, priority, verify_key),
+            node_config(root, node, "publisher"),
+            configs.render_publisher(publisher, plan.pool, node, priority),
             SECRET,
         )
+        _write(
+            node_config(root, node, "actuator"),
+            configs.render_actuator(actuator, plan.pool, node, priority, verify_key),
+            SECRET,
+        )
+        legacy = root / "nodes" / f"{node}.toml"
+        if legacy.exists():
+            # A combined file from an older bundle: its shared user is gone from passwd and acl.
+            legacy.unlink()
+            log.info("removed %s: its broker user no longer exists; use the split files", legacy)
         run = root / "run" / node
         _make_dir(run, PRIVATE_DIR)
         relay = configs.render_env(plan.pool, node, producer=False)
@@ -277,9 +299,14 @@ def _write_all(plan: BundlePlan) -> None:
             _write(run / "env", relay, PUBLIC)
 
 
+def node_config(root: Path, node: str, duty: str) -> Path:
+    """``nodes/<node>.publisher.toml`` or ``nodes/<node>.actuator.toml`` in a bundle."""
+    return root / "nodes" / f"{node}.{duty}.toml"
+
+
 def summary(plan: BundlePlan) -> str:
     root = plan.root
-    node_files = " ".join(f"nodes/{n}.toml" for n in plan.nodes)
+    node_files = " ".join(f"nodes/{n}.{{publisher,actuator}}.toml" for n in plan.nodes)
     standbys = "".join(f" {u}.toml" for u in mosquitto.decider_users(plan.deciders)[1:])
     standby_run = "".join(
         f"\n  bpfailover decider -c {root}/{u}.toml     (the standby decider, best on another machine)"
@@ -291,11 +318,13 @@ def summary(plan: BundlePlan) -> str:
 Bundle for pool {plan.pool} written to {root}
   broker/   mosquitto.conf ca.crt server.crt server.key passwd acl data/
   keys/     ca.key command-signing.{{key,pub}} operator-signing.{{key,pub}}   (keep off the nodes)
-  decider.toml{standbys} operator.toml {node_files}
+  decider.toml{standbys} operator.toml monitor.toml
+  {node_files}
 Broker: {plan.broker_host}:{plan.broker_port} (TLS, listening on {where}); topic prefix {plan.prefix}
 Next, each in its own terminal:
   mosquitto -c {root}/broker/mosquitto.conf
   bpfailover decider -c {root}/decider.toml{standby_run}
-  bpfailover actuator -c {root}/nodes/{first}.toml     (and publisher; likewise for each node)
-  bpfailover status -c {root}/operator.toml
+  bpfailover actuator -c {root}/nodes/{first}.actuator.toml     (likewise for each node)
+  bpfailover publisher -c {root}/nodes/{first}.publisher.toml
+  bpfailover status -c {root}/monitor.toml     (read-only; operator.toml also sends commands)
 To deploy on real nodes, see docs/bundle.md in the bpfailover repository."""

@@ -1,4 +1,7 @@
-"""The TOML configurations in a bundle: decider, operator and one per node.
+"""The TOML configurations in a bundle: decider, operator, monitor and two per node.
+
+Each node has one file per service (``<node>.publisher.toml``, ``<node>.actuator.toml``),
+each with its own broker user, so they can be owned by different system users.
 
 Paths are relative to the file's own folder (``bpfailover.settings`` resolves them
 that way), so the bundle can be moved as a whole. The node files run locally as
@@ -119,24 +122,33 @@ signing_key = "keys/operator-signing.key"   # signs control requests (keep it wi
 {pools_section(pool, nodes)}"""
 
 
-def render_node(access: MqttAccess, pool: str, node: str, priority: int, verify_key: str) -> str:
-    run = f"../run/{node}"
+def render_monitor(access: MqttAccess, pool: str, nodes: list[tuple[str, int]]) -> str:
     return f"""\
-# bpfailover on node {node} of pool {pool}: one file for both services,
-#   bpfailover publisher -c {node}.toml
-#   bpfailover actuator -c {node}.toml
-# As written it runs locally with a simulated chain tip and sample env files in
-# {run}/. The commented lines show the values for a guild-operators cnode.
-# Relative paths are resolved against this file's folder.
+# bpfailover read-only view of pool {pool}: its broker user may read the pool and write
+# nothing, so this file can sit on a dashboard host without granting any control.
+#   bpfailover status -c monitor.toml [--watch]
 
 {mqtt_section(access)}
+[pool]
+id = {toml_str(pool)}
+
+{pools_section(pool, nodes)}"""
+
+
+def node_sections(pool: str, node: str, priority: int) -> str:
+    return f"""\
 [pool]
 id = {toml_str(pool)}
 
 [node]
 name = {toml_str(node)}
 priority = {priority}
+"""
 
+
+def publisher_section(node: str) -> str:
+    run = f"../run/{node}"
+    return f"""\
 [publisher]
 source = "simulate"
 # source = "cardano-cli"
@@ -144,7 +156,12 @@ source = "simulate"
 network = "mainnet"
 interval = 10
 stall_file = {toml_str(f"{run}/stall")}  # simulate: the tip freezes while this file exists
+"""
 
+
+def actuator_section(node: str, verify_key: str) -> str:
+    run = f"../run/{node}"
+    return f"""\
 [actuator]
 method = "env-swap"
 env_file = {toml_str(f"{run}/env")}
@@ -161,6 +178,57 @@ fence_after = 120            # seconds cut off from the broker before a producer
 apply_timeout = 45
 verify_key = {toml_str(verify_key)}  # the decider's command-signing public key
 """
+
+
+def _local_note(node: str, what: str = "a simulated chain tip and sample env files") -> str:
+    return (
+        f"# As written it runs locally with {what} in\n"
+        f"# ../run/{node}/. The commented lines show the values for a guild-operators cnode.\n"
+        "# Relative paths are resolved against this file's folder.\n"
+    )
+
+
+def render_publisher(access: MqttAccess, pool: str, node: str, priority: int) -> str:
+    """The publisher's own file: its broker user may write this node's tip and nothing else."""
+    return f"""\
+# bpfailover publisher on node {node} of pool {pool}:
+#   bpfailover publisher -c {node}.publisher.toml
+# Owned by (and readable only by) the user that runs cardano-node, which the publisher
+# runs as. Its broker user may write {node}'s tip only: not its state, not its role.
+{_local_note(node, "a simulated chain tip (its stall file)")}
+{mqtt_section(access)}
+{node_sections(pool, node, priority)}
+{publisher_section(node)}"""
+
+
+def render_actuator(access: MqttAccess, pool: str, node: str, priority: int, verify_key: str) -> str:
+    """The actuator's own file: its broker user may write this node's state and read its role."""
+    return f"""\
+# bpfailover actuator on node {node} of pool {pool}:
+#   bpfailover actuator -c {node}.actuator.toml
+# Owned by root (mode 0600), which the actuator runs as: the cardano-node user must not
+# read it. Its broker user may write {node}'s state and read {node}'s role, nothing else.
+{_local_note(node, "sample env files")}
+{mqtt_section(access)}
+{node_sections(pool, node, priority)}
+{actuator_section(node, verify_key)}"""
+
+
+def render_node(access: MqttAccess, pool: str, node: str, priority: int, verify_key: str) -> str:
+    """A combined file for both services (the layout before the split; ``init`` no longer writes it).
+
+    One file means one broker user with both services' rights, so anything that can read it
+    can forge the actuator's reports: prefer ``render_publisher`` and ``render_actuator``.
+    """
+    return f"""\
+# bpfailover on node {node} of pool {pool}: one file for both services (legacy layout),
+#   bpfailover publisher -c {node}.toml
+#   bpfailover actuator -c {node}.toml
+{_local_note(node)}
+{mqtt_section(access)}
+{node_sections(pool, node, priority)}
+{publisher_section(node)}
+{actuator_section(node, verify_key)}"""
 
 
 def render_env(pool: str, node: str, producer: bool) -> str:

@@ -15,8 +15,20 @@ from bpfailover.topics import Topics
 
 DECIDER_USER = "decider"
 OPERATOR_USER = "operator"
-SERVICE_USERS = (DECIDER_USER, OPERATOR_USER)
+MONITOR_USER = "monitor"
+SERVICE_USERS = (DECIDER_USER, OPERATOR_USER, MONITOR_USER)
 MAX_DECIDERS = 2
+# Each node has one broker user per service, so a credential can affect its own duty only.
+# Node users never collide with each other or with a service user: they always end in
+# "-publisher" or "-actuator", and no service user does.
+NODE_DUTIES = ("publisher", "actuator")
+
+
+def node_user(node: str, duty: str) -> str:
+    """The broker user of one service on one node: ``bp1-publisher``, ``bp1-actuator``."""
+    if duty not in NODE_DUTIES:
+        raise ValueError(f"unknown node duty {duty!r}: use one of {', '.join(NODE_DUTIES)}")
+    return f"{node}-{duty}"
 
 
 def decider_users(count: int = 1) -> list[str]:
@@ -118,7 +130,12 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
 
 
 def render_acl(*, pool: str, nodes: list[str], prefix: str, deciders: int = 1) -> str:
-    """Least privilege: a node reaches only its own topics; anything not granted is denied."""
+    """Least privilege: each service reaches only the topics of its duty; anything not granted is denied.
+
+    A node's publisher and actuator are separate users, so the publisher's password (readable by
+    the unprivileged user that runs cardano-node) cannot forge the actuator's state or read its
+    role commands, and neither can touch another node's topics.
+    """
     topics = Topics(prefix)
     lines = [
         f"# Access control for bpfailover pool {pool}, written by `bpfailover init`.",
@@ -127,9 +144,12 @@ def render_acl(*, pool: str, nodes: list[str], prefix: str, deciders: int = 1) -
     ]
     for node in nodes:
         lines += [
-            f"# node {node}: publishes its own tip and state, reads only its own role",
-            f"user {node}",
+            f"# node {node}, publisher (runs as the cardano-node user): writes its own tip, nothing else",
+            f"user {node_user(node, 'publisher')}",
             f"topic write {topics.tip(pool, node)}",
+            "",
+            f"# node {node}, actuator (runs as root): writes its own state, reads only its own role",
+            f"user {node_user(node, 'actuator')}",
             f"topic write {topics.state(pool, node)}",
             f"topic read {topics.role(pool, node)}",
             "",
@@ -156,6 +176,10 @@ def render_acl(*, pool: str, nodes: list[str], prefix: str, deciders: int = 1) -
         "# operator (bpfailover status, switchover, ...): sends requests, reads the whole pool",
         f"user {OPERATOR_USER}",
         f"topic write {topics.control(pool)}",
+        f"topic read {base}/#",
+        "",
+        "# monitor (bpfailover status, status --watch, dashboards): reads the whole pool, writes nothing",
+        f"user {MONITOR_USER}",
         f"topic read {base}/#",
         "",
     ]

@@ -37,7 +37,8 @@ import pytest
 from bpfailover.settings import MqttSettings, read_toml
 from bpfailover.signing import load_signing_key, sign
 from bpfailover.wire import ControlRequest
-from broker.bundle import write_bundle
+from broker.bundle import node_config, write_bundle
+from broker.mosquitto import NODE_DUTIES, node_user
 from broker.mosquitto import find_mosquitto as broker_binary
 from broker.passwd import new_password, passwd_line
 
@@ -164,14 +165,30 @@ class BrokerHandle:
     def protocol(self) -> str:
         return "5"
 
-    def config_path(self, name: str) -> Path:
-        """``nodes/<name>.toml`` for a node, else ``decider.toml`` or ``operator.toml``."""
-        if name in self.nodes:
-            return self.bundle / "nodes" / f"{name}.toml"
-        if name in ("decider", "decider-2", "operator"):
-            return self.bundle / f"{name}.toml"
-        known = ", ".join([*self.nodes, "decider", "decider-2", "operator"])
-        raise KeyError(f"no config for {name!r}: use one of {known}")
+    SERVICE_USERS = ("decider", "decider-2", "operator", "monitor")
+
+    @property
+    def users(self) -> list[str]:
+        """Every broker user of the bundle: ``bp1-publisher``, ``bp1-actuator``, ..., ``monitor``."""
+        return [*(node_user(n, d) for n in self.nodes for d in NODE_DUTIES), *self.SERVICE_USERS]
+
+    def node_config(self, node: str, duty: str) -> Path:
+        """``nodes/<node>.publisher.toml`` or ``nodes/<node>.actuator.toml``."""
+        if node not in self.nodes:
+            raise KeyError(f"no node {node!r}: use one of {', '.join(self.nodes)}")
+        return node_config(self.bundle, node, duty)
+
+    def config_path(self, user: str) -> Path:
+        """The file of a bundle user: ``nodes/bp1.publisher.toml`` for ``bp1-publisher``,
+        ``nodes/bp1.actuator.toml`` for ``bp1-actuator``, else ``<user>.toml``."""
+        for node in self.nodes:
+            for duty in NODE_DUTIES:
+                if user == node_user(node, duty):
+                    return node_config(self.bundle, node, duty)
+        if user in self.SERVICE_USERS:
+            return self.bundle / f"{user}.toml"
+        hint = " (a node has one user per service: bp1-publisher, bp1-actuator)" if user in self.nodes else ""
+        raise KeyError(f"no config for {user!r}{hint}: use one of {', '.join(self.users)}")
 
     def credentials(self, user: str) -> tuple[str, str]:
         """(username, password) for a bundle user or ``admin``."""
@@ -181,7 +198,8 @@ class BrokerHandle:
         return str(mqtt["username"]), str(mqtt["password"])
 
     def mqtt_settings(self, user: str, **overrides: Any) -> MqttSettings:
-        """Settings to connect as ``user`` ("bp1", "decider", "operator" or "admin")."""
+        """Settings to connect as ``user`` ("bp1-publisher", "bp1-actuator", "decider", "operator",
+        "monitor" or "admin")."""
         username, password = self.credentials(user)
         values: dict[str, Any] = {
             "host": self.host, "port": self.port, "tls": self.tls, "ca_file": self.ca_file,
@@ -575,13 +593,15 @@ class ExternalEnv:
         }
 
     def credentials(self, user: str) -> tuple[str, str]:
-        if user in self._per_user:
-            username, _, password = self._per_user[user].partition(":")
+        # Shell variable names cannot hold "-": BPF_TEST_BROKER_CREDENTIALS_BP1_PUBLISHER.
+        key = user.replace("-", "_")
+        if key in self._per_user:
+            username, _, password = self._per_user[key].partition(":")
             return username, password
         if not self._shared[0]:
             raise pytest.UsageError(
                 f"no credentials for {user!r}: set BPF_TEST_BROKER_USERNAME/_PASSWORD "
-                f"or BPF_TEST_BROKER_CREDENTIALS_{user.upper()}=user:password"
+                f"or BPF_TEST_BROKER_CREDENTIALS_{user.upper().replace('-', '_')}=user:password"
             )
         return self._shared
 
@@ -674,7 +694,7 @@ def make_broker(
 
 def _point_configs_at(handle: BrokerHandle) -> None:
     """Make the bundle's TOML files use the external broker's address and credentials."""
-    for name in [*handle.nodes, "decider", "decider-2", "operator"]:
+    for name in handle.users:
         username, password = handle.credentials(name)
         rewrite_mqtt(handle.config_path(name), {
             "tls": handle.tls,

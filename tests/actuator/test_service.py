@@ -137,7 +137,8 @@ def processes() -> Iterator[list[ActuatorProcess]]:
 def start_actuator(
     broker: BrokerHandle, node: str, files: NodeFiles, processes: list[ActuatorProcess], **extra: object
 ) -> ActuatorProcess:
-    proc = ActuatorProcess(broker.config_path(node), overrides(files, **extra), files.root / "actuator.log")
+    config = broker.node_config(node, "actuator")
+    proc = ActuatorProcess(config, overrides(files, **extra), files.root / "actuator.log")
     processes.append(proc)
     return proc
 
@@ -272,7 +273,7 @@ def in_process(
         files = files or make_node_files(tmp_path)
         for key, value in overrides(files, **extra).items():
             monkeypatch.setenv(key, value)
-        service = ActuatorService(load_config(broker.config_path("bp3")))
+        service = ActuatorService(load_config(broker.node_config("bp3", "actuator")))
         thread = threading.Thread(target=service.run, daemon=True)
         thread.start()
         started.append((service, thread))

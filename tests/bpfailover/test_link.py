@@ -68,7 +68,7 @@ def connect(broker, links, user: str, subscriptions=(), **over) -> MqttLink:  # 
 
 
 def test_node_credentials_connect_over_tls(broker, links) -> None:  # type: ignore[no-untyped-def]
-    link = connect(broker, links, "bp1")
+    link = connect(broker, links, "bp1-publisher")
     assert link.connected.is_set()
     topic = Topics(broker.prefix).tip(broker.pool, "bp1")
     link.publish_wait(topic, b"{}", retain=False, timeout=5)  # PUBACK received over TLS
@@ -84,7 +84,8 @@ def test_subscriptions_are_acknowledged_before_subscribed_is_set(broker, links) 
 
 
 def test_wrong_password_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
-    settings = broker.mqtt_settings("bp1").model_copy(update={"password": None, "password_file": None})
+    settings = broker.mqtt_settings("bp1-publisher")
+    settings = settings.model_copy(update={"password": None, "password_file": None})
     settings = settings.model_copy(update={"password": __import__("pydantic").SecretStr("wrong")})
     link = MqttLink(settings, "test-wrong-password")
     with pytest.raises(BrokerRefused) as err:
@@ -94,7 +95,7 @@ def test_wrong_password_is_refused(broker, links) -> None:  # type: ignore[no-un
 
 
 def test_plaintext_connection_to_tls_port_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
-    settings = broker.mqtt_settings("bp1").model_copy(update={"tls": False, "connect_timeout": 3.0})
+    settings = broker.mqtt_settings("bp1-publisher").model_copy(update={"tls": False, "connect_timeout": 3.0})
     link = MqttLink(settings, "test-plaintext")
     with pytest.raises(LinkError):
         link.start(attempts=1)
@@ -104,7 +105,7 @@ def test_plaintext_connection_to_tls_port_is_refused(broker, links) -> None:  # 
 
 def test_untrusted_certificate_is_refused(broker, links) -> None:  # type: ignore[no-untyped-def]
     # Without the bundle's CA the system store cannot verify the broker's certificate.
-    settings = broker.mqtt_settings("bp1").model_copy(update={"ca_file": None})
+    settings = broker.mqtt_settings("bp1-publisher").model_copy(update={"ca_file": None})
     link = MqttLink(settings, "test-untrusted")
     with pytest.raises(BrokerRefused) as err:
         link.start(attempts=1)
@@ -113,7 +114,7 @@ def test_untrusted_certificate_is_refused(broker, links) -> None:  # type: ignor
 
 def test_acl_stops_publishing_to_another_nodes_tip(broker, links) -> None:  # type: ignore[no-untyped-def]
     topics = Topics(broker.prefix)
-    link = connect(broker, links, "bp1")
+    link = connect(broker, links, "bp1-publisher")
     with pytest.raises(PublishError) as err:
         link.publish_wait(topics.tip(broker.pool, "bp2"), b'{"forged": true}', retain=True, timeout=5)
     assert "refused" in str(err.value).lower() or "authori" in str(err.value).lower()
@@ -139,7 +140,7 @@ def test_acl_stops_reading_another_nodes_role(broker, links) -> None:  # type: i
     admin.publish_wait(own, b"for-bp1", retain=True, timeout=5)
     try:
         # Subscribe to the forbidden topic first: retained messages arrive in subscription order.
-        link = connect(broker, links, "bp1", subscriptions=[other, own])
+        link = connect(broker, links, "bp1-actuator", subscriptions=[other, own])
         seen = Collector(link)
         wait_for(lambda: seen.payloads(own), 5, "bp1's own retained role")
         assert seen.payloads(other) == []
@@ -181,7 +182,7 @@ def test_bad_payloads_are_rejected_with_a_reason(broker, links) -> None:  # type
         b'{"v": 1, "pool": "pool1", "node": "bp1", "seq": "one"}': "schema",
         good.model_copy(update={"node": "bp2"}).to_json(): "topic_mismatch",
     }
-    node = connect(broker, links, "bp1")
+    node = connect(broker, links, "bp1-publisher")
     decider = connect(broker, links, "decider", subscriptions=[topic])
     seen = Collector(decider)
     rejections = Rejections("test", logging.getLogger("test"))
@@ -209,7 +210,7 @@ def test_role_command_signature_checked_across_the_broker(broker, links) -> None
     topic = Topics(broker.prefix).role(broker.pool, "bp1")
     key, other = generate_key(), generate_key()
     command = RoleCommand(pool=broker.pool, node="bp1", role="producer", epoch=7, issued_at=1.0, decider="d1")
-    node = connect(broker, links, "bp1", subscriptions=[topic])
+    node = connect(broker, links, "bp1-actuator", subscriptions=[topic])
     seen = Collector(node)
     decider = connect(broker, links, "decider")
     try:
@@ -239,7 +240,7 @@ def test_retained_role_survives_broker_restart_and_link_resubscribes(broker_fact
     role = topics.role(b.pool, "n1")
     decider = MqttLink(b.mqtt_settings("decider"), "test-restart-decider")
     decider.start(attempts=1)
-    node = MqttLink(b.mqtt_settings("n1"), "test-restart-n1", subscriptions=[role])
+    node = MqttLink(b.mqtt_settings("n1-actuator"), "test-restart-n1", subscriptions=[role])
     node.start(attempts=1)
     seen = Collector(node)
     try:
@@ -249,7 +250,7 @@ def test_retained_role_survives_broker_restart_and_link_resubscribes(broker_fact
         # The node's link reconnects on its own and resubscribes: the retained command comes again.
         wait_for(lambda: seen.payloads(role).count(b"epoch-1") >= 2, 30, "retained role after restart")
         assert any(e.kind == "disconnected" for e in seen.events)
-        fresh = MqttLink(b.mqtt_settings("n1"), "test-restart-fresh", subscriptions=[role])
+        fresh = MqttLink(b.mqtt_settings("n1-actuator"), "test-restart-fresh", subscriptions=[role])
         fresh.start(attempts=5)
         late = Collector(fresh)
         wait_for(lambda: late.payloads(role) == [b"epoch-1"], 5, "retained role for a new subscriber")
@@ -268,7 +269,7 @@ def test_abort_makes_the_broker_publish_the_last_will(broker, links, protocol: s
     seen = Collector(watcher)
     try:
         assert watcher.subscribed.wait(5)
-        settings = broker.mqtt_settings("bp2").model_copy(update={"protocol": protocol})
+        settings = broker.mqtt_settings("bp2-actuator").model_copy(update={"protocol": protocol})
         node = MqttLink(settings, f"test-will-{protocol}", will=(topic, b"offline-" + protocol.encode()))
         node.start(attempts=1)
         node.publish_wait(topic, b"online", retain=True, timeout=5)
@@ -283,7 +284,7 @@ def test_each_connection_has_its_own_will_naming_it(broker, links) -> None:  # t
     topic = Topics(broker.prefix).state(broker.pool, "bp2")
     watcher = connect(broker, links, "operator", subscriptions=[topic])
     seen = Collector(watcher)
-    settings = broker.mqtt_settings("bp2")
+    settings = broker.mqtt_settings("bp2-actuator")
     node = MqttLink(settings, "test-will-conn", will=lambda conn: (topic, f"offline:{conn}".encode()))
     conns = []
     try:
@@ -307,7 +308,8 @@ def test_outdated_latest_values_are_not_resent_after_reconnect(broker_factory) -
     b = broker_factory(pool="lv", nodes=["n1"])
     topics = Topics(b.prefix)
     state, tip = topics.state(b.pool, "n1"), topics.tip(b.pool, "n1")
-    node = MqttLink(b.mqtt_settings("n1", keepalive=5), "test-latest-n1")
+    # The test admin: one link that may write both the state and the tip topic.
+    node = MqttLink(b.mqtt_settings("admin", keepalive=5), "test-latest-n1")
     node.start(attempts=1)
     try:
         b.stop()

@@ -87,13 +87,13 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
 
 
 def test_config_check_masks_secrets_and_exits_zero(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    path = bundle / "nodes" / "bp1.toml"
+    path = bundle / "nodes" / "bp1.actuator.toml"
     password = load_config(path).mqtt.secret()
     assert password
     assert main(["config", "check", "-c", str(path)]) == 0
     out = capsys.readouterr().out
     assert password not in out
-    assert 'username = "bp1"' in out
+    assert 'username = "bp1-actuator"' in out
 
 
 def test_config_check_fails_on_invalid_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -112,17 +112,44 @@ def bundle(tmp_path: Path) -> Path:
     return tmp_path / "b"
 
 
-@pytest.mark.parametrize("name", ["decider.toml", "operator.toml", "nodes/bp1.toml"])
+@pytest.mark.parametrize(
+    "name",
+    ["decider.toml", "operator.toml", "monitor.toml", "nodes/bp1.publisher.toml", "nodes/bp1.actuator.toml"],
+)
 def test_config_check_accepts_every_bundle_file(bundle: Path, name: str) -> None:
     assert main(["config", "check", "-c", str(bundle / name)]) == 0
+
+
+def test_config_check_of_a_split_node_file_checks_its_own_service_only(
+    bundle: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["config", "check", "-c", str(bundle / "nodes" / "bp1.publisher.toml")]) == 0
+    out = capsys.readouterr()
+    assert "publisher.source is 'simulate'" in out.err + out.out
+    assert "verify_key" not in out.err + out.out
+    assert main(["config", "check", "-c", str(bundle / "nodes" / "bp1.actuator.toml")]) == 0
+    out = capsys.readouterr()
+    assert "simulate" not in out.err + out.out
+
+
+def test_a_combined_node_file_still_loads_for_both_services(bundle: Path) -> None:
+    # The layout before the split: one file, both sections, as existing installations have it.
+    publisher = (bundle / "nodes" / "bp1.publisher.toml").read_text()
+    actuator = (bundle / "nodes" / "bp1.actuator.toml").read_text()
+    combined = bundle / "nodes" / "bp1.toml"
+    combined.write_text(publisher + "\n" + actuator[actuator.index("[actuator]"):])
+    config = load_config(combined)
+    assert config.publisher.stall_file == bundle / "run" / "bp1" / "stall"
+    assert config.actuator.env_file == bundle / "run" / "bp1" / "env"
+    assert main(["config", "check", "-c", str(combined)]) == 0
 
 
 @pytest.mark.parametrize(
     ("name", "env", "expected"),
     [
-        ("nodes/bp1.toml", {"BPF_ACTUATOR__VERIFY_KEY": "garbage"}, "actuator.verify_key"),
-        ("nodes/bp1.toml", {"BPF_ACTUATOR__PRODUCER_ENV": "/nonexistent"}, "actuator.producer_env"),
-        ("nodes/bp1.toml", {"BPF_PUBLISHER__NETWORK": "custom"}, "publisher"),
+        ("nodes/bp1.actuator.toml", {"BPF_ACTUATOR__VERIFY_KEY": "garbage"}, "actuator.verify_key"),
+        ("nodes/bp1.actuator.toml", {"BPF_ACTUATOR__PRODUCER_ENV": "/nonexistent"}, "actuator.producer_env"),
+        ("nodes/bp1.publisher.toml", {"BPF_PUBLISHER__NETWORK": "custom"}, "publisher"),
         ("decider.toml", {"BPF_DECIDER__SIGNING_KEY": "/nonexistent"}, "decider.signing_key"),
         ("decider.toml", {"BPF_DECIDER__STALE_AFTER": "1"}, "decider.stale_after"),
         ("operator.toml", {"BPF_MQTT__CA_FILE": "/nonexistent"}, "mqtt.ca_file"),

@@ -17,17 +17,19 @@ import pytest
 from cryptography import x509
 
 from bpfailover.cli import main
-from bpfailover.settings import load_config
+from bpfailover.settings import load_config, read_toml
 from bpfailover.signing import load_signing_key, load_verify_key, public_key_b64
 from broker.bundle import current_user, write_bundle
 from broker.passwd import check_password, hash_password
 from tests.brokers import BrokerHandle, wait_for
 
 NODES = ["bp1", "bp2", "bp3"]
+DUTIES = ["publisher", "actuator"]
+NODE_USERS = [f"{n}-{d}" for n in NODES for d in DUTIES]
 SECRETS = [
     "keys/ca.key", "keys/command-signing.key", "broker/server.key", "broker/passwd",
-    "broker/acl", "decider.toml", "operator.toml",
-    *(f"nodes/{n}.toml" for n in NODES),
+    "broker/acl", "decider.toml", "operator.toml", "monitor.toml",
+    *(f"nodes/{n}.{d}.toml" for n in NODES for d in DUTIES),
 ]
 PUBLIC = ["broker/mosquitto.conf", "broker/ca.crt", "broker/server.crt", "keys/command-signing.pub"]
 PRIVATE_DIRS = [".", "broker", "broker/data", "keys", "nodes", "run"]
@@ -70,6 +72,8 @@ def test_bundle_has_every_file_with_secrets_0600_in_0700_folders(bundle: Path) -
         assert mode(bundle / name) == 0o700, name
     for node in NODES:
         assert {p.name for p in (bundle / "run" / node).iterdir()} == {"env", "env.producer", "env.relay"}
+    # One file per service, no combined file: each can be owned by the user running that service.
+    assert {p.name for p in (bundle / "nodes").iterdir()} == {f"{n}.{d}.toml" for n in NODES for d in DUTIES}
 
 
 def test_mosquitto_conf_uses_absolute_paths_tls_and_no_anonymous(bundle: Path) -> None:
@@ -112,7 +116,7 @@ def test_ip_broker_host_is_an_ip_san(tmp_path: Path) -> None:
     cert.verify_directly_issued_by(ca)
 
 
-def test_acl_gives_each_node_only_its_own_topics(bundle: Path) -> None:
+def acl_blocks(bundle: Path) -> dict[str, list[str]]:
     blocks: dict[str, list[str]] = {}
     user = None
     for line in (bundle / "broker" / "acl").read_text().splitlines():
@@ -121,11 +125,19 @@ def test_acl_gives_each_node_only_its_own_topics(bundle: Path) -> None:
             blocks[user] = []
         elif line.startswith("topic ") and user:
             blocks[user].append(line)
-    assert blocks["bp1"] == [
-        "topic write bpfailover/pool1/tip/bp1",
+    return blocks
+
+
+def test_acl_gives_each_node_service_only_its_own_exact_topics(bundle: Path) -> None:
+    blocks = acl_blocks(bundle)
+    assert blocks["bp1-publisher"] == ["topic write bpfailover/pool1/tip/bp1"]
+    assert blocks["bp1-actuator"] == [
         "topic write bpfailover/pool1/state/bp1",
         "topic read bpfailover/pool1/role/bp1",
     ]
+    for node in NODES:
+        for line in blocks[f"{node}-publisher"] + blocks[f"{node}-actuator"]:
+            assert "+" not in line and "#" not in line and line.endswith(f"/{node}")
     assert blocks["decider"] == [
         "topic read bpfailover/pool1/tip/+",
         "topic read bpfailover/pool1/state/+",
@@ -138,18 +150,21 @@ def test_acl_gives_each_node_only_its_own_topics(bundle: Path) -> None:
         "topic readwrite bpfailover/pool1/deciders/decider",
     ]
     assert blocks["operator"] == ["topic write bpfailover/pool1/control", "topic read bpfailover/pool1/#"]
-    assert set(blocks) == {*NODES, "decider", "operator"}
+    assert blocks["monitor"] == ["topic read bpfailover/pool1/#"]
+    assert set(blocks) == {*NODE_USERS, "decider", "operator", "monitor"}
 
 
 def test_every_toml_loads_and_matches_the_broker(bundle: Path) -> None:
     hashes = passwords(bundle)
-    assert set(hashes) == {*NODES, "decider", "operator"}
+    assert set(hashes) == {*NODE_USERS, "decider", "operator", "monitor"}
     verify_key = load_signing_key(bundle / "keys" / "command-signing.key").public_key()
 
     decider = load_config(bundle / "decider.toml")
     operator = load_config(bundle / "operator.toml")
-    nodes = {n: load_config(bundle / "nodes" / f"{n}.toml") for n in NODES}
-    for user, config in [("decider", decider), ("operator", operator), *nodes.items()]:
+    monitor = load_config(bundle / "monitor.toml")
+    services = {f"{n}-{d}": load_config(bundle / "nodes" / f"{n}.{d}.toml") for n in NODES for d in DUTIES}
+    everyone = [("decider", decider), ("operator", operator), ("monitor", monitor), *services.items()]
+    for user, config in everyone:
         mqtt = config.mqtt
         assert (mqtt.host, mqtt.port, mqtt.tls, mqtt.prefix, mqtt.protocol) == (
             "127.0.0.1", 18883, True, "bpfailover", "5"
@@ -164,22 +179,42 @@ def test_every_toml_loads_and_matches_the_broker(bundle: Path) -> None:
     assert pool.id == "pool1" and pool.initial_producer == "bp1"
     assert [(n.name, n.priority) for n in pool.nodes] == [("bp1", 100), ("bp2", 90), ("bp3", 80)]
     assert operator.pool.id == "pool1" and operator.pools == decider.pools
+    assert monitor.pool.id == "pool1" and monitor.pools == decider.pools
 
-    bp2 = nodes["bp2"]
-    assert (bp2.pool.id, bp2.node.name, bp2.node.priority) == ("pool1", "bp2", 90)
-    assert bp2.publisher.source == "simulate"
-    assert bp2.publisher.stall_file == bundle / "run" / "bp2" / "stall"
-    assert bp2.actuator.method == "env-swap"
-    assert bp2.actuator.env_file == bundle / "run" / "bp2" / "env"
-    assert bp2.actuator.state_dir == bundle / "run" / "bp2" / "state"
-    assert bp2.actuator.restart_command == "true"
-    assert bp2.actuator.verify_key == public_key_b64(verify_key)
-    assert public_key_b64(load_verify_key(bundle / "keys" / "command-signing.pub")) == bp2.actuator.verify_key
+    publisher, actuator = services["bp2-publisher"], services["bp2-actuator"]
+    for config in (publisher, actuator):
+        assert (config.pool.id, config.node.name, config.node.priority) == ("pool1", "bp2", 90)
+    assert publisher.publisher.source == "simulate"
+    assert publisher.publisher.stall_file == bundle / "run" / "bp2" / "stall"
+    assert actuator.actuator.method == "env-swap"
+    assert actuator.actuator.env_file == bundle / "run" / "bp2" / "env"
+    assert actuator.actuator.state_dir == bundle / "run" / "bp2" / "state"
+    assert actuator.actuator.restart_command == "true"
+    assert actuator.actuator.verify_key == public_key_b64(verify_key)
+    published = load_verify_key(bundle / "keys" / "command-signing.pub")
+    assert public_key_b64(published) == actuator.actuator.verify_key
+
+
+def test_each_node_file_has_only_the_sections_its_service_needs(bundle: Path) -> None:
+    for node in NODES:
+        for duty in DUTIES:
+            sections = set(read_toml(bundle / "nodes" / f"{node}.{duty}.toml"))
+            assert sections == {"mqtt", "pool", "node", duty}, (node, duty)
+    assert set(read_toml(bundle / "monitor.toml")) == {"mqtt", "pool", "pools"}
+
+
+def test_force_removes_a_combined_node_file_whose_user_is_gone(tmp_path: Path) -> None:
+    write_bundle(tmp_path, pool="pool1", nodes=["bp1"])
+    legacy = tmp_path / "nodes" / "bp1.toml"
+    legacy.write_text('[mqtt]\nusername = "bp1"\n')  # what an older init wrote
+    write_bundle(tmp_path, pool="pool1", nodes=["bp1"], force=True)
+    assert not legacy.exists()
+    assert "bp1" not in passwords(tmp_path)
 
 
 def test_two_deciders_get_a_standby_config_with_its_own_user(tmp_path: Path) -> None:
     write_bundle(tmp_path, pool="pool1", nodes=list(NODES), deciders=2)
-    assert set(passwords(tmp_path)) == {*NODES, "decider", "decider-2", "operator"}
+    assert set(passwords(tmp_path)) == {*NODE_USERS, "decider", "decider-2", "operator", "monitor"}
     first, second = load_config(tmp_path / "decider.toml"), load_config(tmp_path / "decider-2.toml")
     assert (first.decider.id, first.decider.standby) == (None, False)
     assert (second.decider.id, second.decider.standby) == ("decider-2", True)
@@ -198,7 +233,7 @@ def test_the_default_bundle_has_one_decider(bundle: Path) -> None:
 
 
 def test_node_toml_shows_production_values_in_comments(bundle: Path) -> None:
-    text = (bundle / "nodes" / "bp1.toml").read_text()
+    text = "".join((bundle / "nodes" / f"bp1.{d}.toml").read_text() for d in DUTIES)
     for line in [
         '# source = "cardano-cli"',
         '# socket_path = "/opt/cardano/cnode/sockets/node.socket"',
@@ -330,7 +365,7 @@ def pool_topics(broker: BrokerHandle) -> Iterator[str]:
 def test_node_credentials_connect_over_tls(broker: BrokerHandle, pool_topics: str) -> None:
     token = uuid.uuid4().hex
     broker.publish(f"{pool_topics}/role/bp1", token, retain=True)
-    result = sub(broker, "bp1", f"{pool_topics}/role/bp1", wait=5)
+    result = sub(broker, "bp1-actuator", f"{pool_topics}/role/bp1", wait=5)
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == [f"{pool_topics}/role/bp1", token]
 
@@ -338,7 +373,8 @@ def test_node_credentials_connect_over_tls(broker: BrokerHandle, pool_topics: st
 @pytest.mark.broker
 def test_wrong_password_is_refused(broker: BrokerHandle) -> None:
     broker.require_own_broker("the bundle's password file")
-    result = sub(broker, "bp1", f"{broker.prefix}/{broker.pool}/role/bp1", password="not-the-password")
+    role = f"{broker.prefix}/{broker.pool}/role/bp1"
+    result = sub(broker, "bp1-actuator", role, password="not-the-password")
     assert result.returncode != 0
     assert "not authori" in (result.stderr + result.stdout).lower()  # MQTT 5 says "authorized"
 
@@ -346,7 +382,7 @@ def test_wrong_password_is_refused(broker: BrokerHandle) -> None:
 @pytest.mark.broker
 def test_plaintext_connection_to_the_tls_port_is_refused(broker: BrokerHandle, pool_topics: str) -> None:
     broker.publish(f"{pool_topics}/role/bp1", "retained", retain=True)
-    result = sub(broker, "bp1", f"{pool_topics}/role/bp1", tls=False)
+    result = sub(broker, "bp1-actuator", f"{pool_topics}/role/bp1", tls=False)
     assert result.returncode != 0
     assert result.stdout == ""
 
@@ -357,17 +393,63 @@ def test_acl_stops_bp1_reading_bp2_role(broker: BrokerHandle, pool_topics: str) 
     mine, theirs = f"{pool_topics}/role/bp1", f"{pool_topics}/role/bp2"
     broker.publish(mine, "for-bp1", retain=True)
     broker.publish(theirs, "for-bp2", retain=True)
-    result = sub(broker, "bp1", mine, theirs, count=2, wait=1)
+    result = sub(broker, "bp1-actuator", mine, theirs, count=2, wait=1)
     assert result.stdout.splitlines() == [f"{mine} for-bp1"]
-    assert sub(broker, "bp2", theirs, wait=5).stdout.splitlines() == [f"{theirs} for-bp2"]
+    assert sub(broker, "bp2-actuator", theirs, wait=5).stdout.splitlines() == [f"{theirs} for-bp2"]
 
 
 @pytest.mark.broker
 def test_acl_stops_bp1_publishing_to_bp2_tip(broker: BrokerHandle, pool_topics: str) -> None:
     broker.require_own_broker("the bundle's ACL")
-    pub(broker, "bp1", f"{pool_topics}/tip/bp2", "forged")
-    assert pub(broker, "bp1", f"{pool_topics}/tip/bp1", "genuine").returncode == 0
+    pub(broker, "bp1-publisher", f"{pool_topics}/tip/bp2", "forged")
+    assert pub(broker, "bp1-publisher", f"{pool_topics}/tip/bp1", "genuine").returncode == 0
     assert broker.retained(f"{pool_topics}/tip/+") == {f"{pool_topics}/tip/bp1": b"genuine"}
+
+
+# Who may write what, tried against the real broker: (user, topics it may write, topics it may not).
+WRITES = {
+    "bp1-publisher": (["tip/bp1"], ["state/bp1", "role/bp1", "tip/bp2", "state/bp2", "control"]),
+    "bp1-actuator": (["state/bp1"], ["tip/bp1", "role/bp1", "state/bp2", "tip/bp2", "control"]),
+    "monitor": ([], ["control", "role/bp1", "state/bp1", "tip/bp1", "decider", "events"]),
+    "operator": (["control"], ["role/bp1", "state/bp1", "tip/bp1"]),
+}
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("user", sorted(WRITES))
+def test_each_user_writes_only_the_topics_of_its_duty(
+    broker: BrokerHandle, pool_topics: str, user: str
+) -> None:
+    broker.require_own_broker("the bundle's ACL")
+    allowed, denied = WRITES[user]
+    for topic in denied + allowed:
+        pub(broker, user, f"{pool_topics}/{topic}", f"from-{user}")
+    # mosquitto_pub waits for each PUBACK (QoS 1), so the broker has handled every publish by now.
+    assert broker.retained(f"{pool_topics}/#") == {
+        f"{pool_topics}/{topic}": f"from-{user}".encode() for topic in allowed
+    }
+
+
+@pytest.mark.broker
+def test_the_publisher_cannot_read_its_nodes_role_but_the_actuator_can(
+    broker: BrokerHandle, pool_topics: str
+) -> None:
+    broker.require_own_broker("the bundle's ACL")
+    role = f"{pool_topics}/role/bp1"
+    broker.publish(role, "relay@7", retain=True)
+    assert sub(broker, "bp1-publisher", role, wait=1).stdout == ""
+    assert sub(broker, "bp1-actuator", role, wait=5).stdout.splitlines() == [f"{role} relay@7"]
+
+
+@pytest.mark.broker
+def test_monitor_and_operator_read_the_whole_pool(broker: BrokerHandle, pool_topics: str) -> None:
+    broker.require_own_broker("the bundle's ACL")
+    topics = [f"{pool_topics}/{t}" for t in ("role/bp1", "state/bp2", "tip/bp3", "decider")]
+    for topic in topics:
+        broker.publish(topic, "x", retain=True)
+    for user in ("monitor", "operator"):
+        result = sub(broker, user, f"{pool_topics}/#", count=len(topics), wait=5)
+        assert sorted(result.stdout.splitlines()) == sorted(f"{t} x" for t in topics), user
 
 
 @pytest.mark.broker
@@ -408,9 +490,11 @@ def test_retained_messages_survive_a_restart(broker_factory: object) -> None:
 
 
 def test_handle_maps_bundle_users_to_settings(broker: BrokerHandle) -> None:
-    assert broker.config_path("bp2") == broker.bundle / "nodes" / "bp2.toml"
+    assert broker.config_path("bp2-publisher") == broker.bundle / "nodes" / "bp2.publisher.toml"
+    assert broker.config_path("bp2-actuator") == broker.node_config("bp2", "actuator")
     assert broker.config_path("decider") == broker.bundle / "decider.toml"
-    for user in ["bp1", "decider", "operator", "admin"]:
+    assert broker.config_path("monitor") == broker.bundle / "monitor.toml"
+    for user in ["bp1-publisher", "bp1-actuator", "decider", "operator", "monitor", "admin"]:
         settings = broker.mqtt_settings(user)
         username, password = broker.credentials(user)
         assert (settings.host, settings.port, settings.prefix) == (broker.host, broker.port, broker.prefix)
@@ -419,6 +503,8 @@ def test_handle_maps_bundle_users_to_settings(broker: BrokerHandle) -> None:
             assert load_config(broker.config_path(user)).mqtt == settings
     with pytest.raises(KeyError):
         broker.config_path("nobody")
+    with pytest.raises(KeyError, match="one user per service"):
+        broker.config_path("bp1")
 
 
 def test_wait_for_returns_the_value_or_fails_with_the_message() -> None:

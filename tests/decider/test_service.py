@@ -59,7 +59,11 @@ def _operator_key(broker: BrokerHandle) -> Ed25519PrivateKey:
 
 
 class FakeNode:
-    """A node's publisher and actuator in one: tips every TIP_EVERY s, roles applied at once."""
+    """A node's publisher and actuator in one: tips every TIP_EVERY s, roles applied at once.
+
+    Two links, as on a real node: the publisher's user writes the tip, the actuator's user
+    reads the role and writes the state.
+    """
 
     def __init__(
         self, broker: BrokerHandle, name: str, *, fence_after: float = 3.0, verify: bool = False
@@ -74,9 +78,12 @@ class FakeNode:
         self.stalled_at: float | None = None
         self.received: list[RoleCommand] = []
         self.link = MqttLink(
-            broker.mqtt_settings(name),
+            broker.mqtt_settings(f"{name}-actuator"),
             f"test-{name}-{time.monotonic_ns()}",
             subscriptions=[self.topics.role(self.pool, name)],
+        )
+        self.tip_link = MqttLink(
+            broker.mqtt_settings(f"{name}-publisher"), f"test-{name}-tip-{time.monotonic_ns()}"
         )
         self._stop = threading.Event()
         self._seq = 0
@@ -84,6 +91,7 @@ class FakeNode:
 
     def start(self) -> FakeNode:
         self.link.start(attempts=1)
+        self.tip_link.start(attempts=1)
         self.report()
         self._thread.start()
         return self
@@ -115,7 +123,7 @@ class FakeNode:
             ok=True,
             tip_time=tip_time,
         )
-        self.link.publish(self.topics.tip(self.pool, self.name), report.to_json(), retain=True)
+        self.tip_link.publish(self.topics.tip(self.pool, self.name), report.to_json(), retain=True)
 
     def stall(self) -> None:
         self.stalled_at = time.time() - 0.1
@@ -143,6 +151,7 @@ class FakeNode:
         self._stop.set()
         self._thread.join(timeout=2)
         self.link.stop()
+        self.tip_link.stop()
 
 
 @dataclass
@@ -409,8 +418,15 @@ def test_control_requests_are_answered_and_bad_input_is_rejected_not_fatal(
         # The same signed bytes again: a replay, refused (the answer to req-1 stays the first one).
         before = len(observer.events())
         operator.publish_wait(topics.control(clean.pool), request.to_json())
-        wait_for(lambda: len(observer.events()) > before, 5, "the answer to the replay")
-        replay = observer.events()[-1]
+        # The answer to the replay, not the switchover's own later events (promoted, ...).
+        replay = wait_for(
+            lambda: next(
+                (e for e in observer.events()[before:] if e.request_id == "req-1" and e.kind == "control"),
+                None,
+            ),
+            5,
+            "the answer to the replay",
+        )
         assert replay.ok is False and "seen before" in replay.reason
     finally:
         operator.stop()

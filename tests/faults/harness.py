@@ -208,7 +208,8 @@ class Process:
 @dataclass
 class NodeSetup:
     name: str
-    config: Path
+    publisher_config: Path
+    actuator_config: Path
     proxy: FaultProxy
     files: NodeFiles
     stall_file: Path
@@ -250,13 +251,13 @@ class Cluster:
         self.checker: SplitBrainChecker | None = None
         self.events: list[tuple[float, str]] = []  # what the scenario did, for the report
         for name in broker.nodes:
-            config = broker.config_path(name)
-            cfg = load_config(config)
-            a = cfg.actuator
-            assert a.env_file and a.producer_env and a.relay_env and cfg.publisher.stall_file
+            publisher, actuator = broker.node_config(name, "publisher"), broker.node_config(name, "actuator")
+            a = load_config(actuator).actuator
+            stall_file = load_config(publisher).publisher.stall_file
+            assert a.env_file and a.producer_env and a.relay_env and stall_file
             files = NodeFiles(name, a.env_file, a.producer_env.read_bytes(), a.relay_env.read_bytes())
             proxy = FaultProxy(broker.host, broker.port, name=name)
-            self.nodes[name] = NodeSetup(name, config, proxy, files, cfg.publisher.stall_file)
+            self.nodes[name] = NodeSetup(name, publisher, actuator, proxy, files, stall_file)
 
     # --- start / stop ---------------------------------------------------------------------------
 
@@ -314,7 +315,7 @@ class Cluster:
 
     def start_actuator(self, name: str) -> Process:
         node = self.nodes[name]
-        node.actuator = self._spawn(f"{name}-actuator", "actuator", node.config, node.env,
+        node.actuator = self._spawn(f"{name}-actuator", "actuator", node.actuator_config, node.env,
                                     self._clock_offset.get(name, 0.0))
         return node.actuator
 
@@ -323,7 +324,7 @@ class Cluster:
         the broker, so that a fault of the proxy reaches the actuator alone."""
         node = self.nodes[name]
         env = {**node.env, "BPF_MQTT__PORT": str(self.broker.port)} if direct else node.env
-        node.publisher = self._spawn(f"{name}-publisher", "publisher", node.config, env,
+        node.publisher = self._spawn(f"{name}-publisher", "publisher", node.publisher_config, env,
                                      self._clock_offset.get(name, 0.0))
         return node.publisher
 

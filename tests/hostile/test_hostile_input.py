@@ -77,7 +77,7 @@ def mark(world: World) -> Before:
 
 
 def owner_of(user: str, nodes: list[str]) -> str | None:
-    """The node whose credentials ``user`` are (``bp1``, or a split ``bp1-pub``/``bp1-act``)."""
+    """The node whose credentials ``user`` are (``bp1-publisher`` or ``bp1-actuator``: bp1)."""
     for node in nodes:
         if user == node or user.startswith(f"{node}-"):
             return node
@@ -208,7 +208,8 @@ def test_a_4300_digit_epoch_in_a_node_state_is_refused(world: World) -> None:
         f'{{"v":1,"pool":"pool1","node":"{standby}","boot":"x","online":true,"role":"producer",'
         f'"epoch":{epoch},"fence_after":1,"updated_at":{time.time():f}}}'
     )
-    ok = world.publisher(standby).send([(world.topics.state(world.pool, standby), body.encode(), False)])
+    state = world.topics.state(world.pool, standby)
+    ok = world.publisher(f"{standby}-actuator").send([(state, body.encode(), False)])
     assert ok == [True]
     world.sync()
     assert world.service.rejections.counts["schema"] >= 1
@@ -248,7 +249,7 @@ def test_a_producer_sending_invalid_and_future_tips_is_still_failed_over(world: 
         seq = 10**6
         deadline = time.monotonic() + 10
         while world.view.producer == producer and time.monotonic() < deadline:
-            world.publisher(producer).send(tips(seq))
+            world.publisher(f"{producer}-publisher").send(tips(seq))
             seq += 10
             time.sleep(0.05)
         took = time.time() - now
@@ -366,7 +367,7 @@ def test_a_standby_claiming_producer_at_a_huge_epoch_is_not_believed(world: Worl
                 cmd = sign(cmd, generate_key())
             state["command"] = json.loads(cmd.to_json())
         claims.append((world.topics.state(world.pool, standby), json.dumps(state).encode(), True))
-    world.publisher(standby).send(claims)
+    world.publisher(f"{standby}-actuator").send(claims)
     world.sync()
     # The honest actuator reports again (here at once) and acknowledges the demotion.
     world.nodes[standby].report()
@@ -406,10 +407,30 @@ def test_forged_decider_status_frozen_or_paused_does_not_count_even_after_a_rest
 
 
 def test_a_relay_acknowledgement_forged_with_a_nodes_publisher_credentials(world: World) -> None:
-    split = [u for u in CREDENTIALS if u.endswith("-pub")]
-    if not split:
-        pytest.skip("the bundle has one broker user per node: no publisher-only credentials to forge with")
-    pytest.fail("split users exist now: write this case (a publisher user must not write the state topic)")
+    """The producer's publisher user (its password is readable by the account that runs
+    cardano-node) claims the node went relay at the next epoch, the acknowledgement a switchover
+    waits for, or that its actuator went offline, which starts the fence wait. Either would let
+    the decider promote a standby while the producer still forges. The broker refuses both:
+    that user may write the node's tip only."""
+    before = mark(world)
+    producer = before.producer
+    user = f"{producer}-publisher"
+    assert user in CREDENTIALS
+    topic = world.topics.state(world.pool, producer)
+    ack = NodeState(
+        pool=world.pool, node=producer, boot="hostile", online=True, role="relay", epoch=before.epoch + 1,
+        fence_after=1.0, updated_at=time.time(),
+    )
+    gone = ack.model_copy(update={"online": False, "epoch": before.epoch})
+    assert world.publisher(user).send([(topic, ack.to_json(), True), (topic, gone.to_json(), True)]) == [
+        False,
+        False,
+    ]
+    world.sync()
+    retained = world.broker.retained(topic).get(topic)
+    assert retained is not None and NodeState.model_validate_json(retained).boot != "hostile"
+    assert_pool_intact(world, before, None, "relay acknowledgement forged by the publisher user")
+    world.fail_over()
 
 
 @pytest.fixture
@@ -432,7 +453,8 @@ def persistent_claim(world: World) -> Iterator[Any]:
                     pool=world.pool, node=node, boot="hostile", online=True, epoch=0, fence_after=1.0,
                     updated_at=time.time(), **fields,
                 )
-                world.publisher(node).send([(world.topics.state(world.pool, node), state.to_json(), True)])
+                topic = world.topics.state(world.pool, node)
+                world.publisher(f"{node}-actuator").send([(topic, state.to_json(), True)])
                 stop.wait(0.05)
 
         thread = threading.Thread(target=run, daemon=True)

@@ -1,10 +1,11 @@
 """A running pool for the hostile-input suite: the real broker, an in-process decider, two
 test nodes and one real actuator subprocess, an admin observer, and a publisher per bundle user.
 
-bp1 and bp3 are test nodes (``TestNode``): each publishes tips as its own broker user and, as
-a well-behaved actuator, applies the signed role commands it receives and reports its state.
-bp2 is a real ``bpfailover actuator`` subprocess (env-swap on files in a temp folder) with a
-tip feeder under bp2's user. ``World.fail_over`` stalls the producer's tip and waits for a
+bp1 and bp3 are test nodes (``TestNode``): each publishes tips as its publisher's broker user
+and, as a well-behaved actuator under its actuator's user, applies the signed role commands it
+receives and reports its state. bp2 is a real ``bpfailover actuator`` subprocess (env-swap on
+files in a temp folder, its own nodes/bp2.actuator.toml) with a tip feeder under bp2's
+publisher user. ``World.fail_over`` stalls the producer's tip and waits for a
 real failover: the proof, after each batch, that the pool is not switched off.
 """
 
@@ -107,25 +108,33 @@ class TestNode:
         self.command: RoleCommand | None = None
         self.refused = 0
         self.muted = False  # its actuator silenced (crashed, or kicked off by a session takeover)
-        self.link = MqttLink(
-            broker.mqtt_settings(name, keepalive=5),
-            f"test-{name}-{uuid.uuid4().hex[:8]}",
-            subscriptions=[self.topics.role(self.pool, name)] if act else [],
+        # As on a real node: the actuator's user reads the role and writes the state (only when
+        # this node acts), the publisher's user writes the tip.
+        self.link: MqttLink | None = None
+        if act:
+            self.link = MqttLink(
+                broker.mqtt_settings(f"{name}-actuator", keepalive=5),
+                f"test-{name}-{uuid.uuid4().hex[:8]}",
+                subscriptions=[self.topics.role(self.pool, name)],
+            )
+        self.tip_link = MqttLink(
+            broker.mqtt_settings(f"{name}-publisher", keepalive=5), f"test-{name}-tip-{uuid.uuid4().hex[:8]}"
         )
-        self.tips = Tips(self.link, self.topics, self.pool, name)
+        self.tips = Tips(self.tip_link, self.topics, self.pool, name)
         self._stop = threading.Event()
         self._next_report = 0.0
         self.thread = threading.Thread(target=self._run, name=f"node-{name}", daemon=True)
 
     def start(self) -> TestNode:
-        self.link.start(attempts=1)
-        if self.act:
+        self.tip_link.start(attempts=1)
+        if self.link is not None:
+            self.link.start(attempts=1)
             self.report()
         self.thread.start()
         return self
 
     def report(self) -> None:
-        if self.muted:
+        if self.muted or self.link is None:
             return
         state = NodeState(
             pool=self.pool,
@@ -146,7 +155,7 @@ class TestNode:
             self.tips.due()
             if self.act and time.monotonic() >= self._next_report:
                 self.report()  # like the real actuator: a refresh within its fence time
-            item = self.link.get(timeout=0.02)
+            item = (self.link or self.tip_link).get(timeout=0.02)
             if not isinstance(item, Incoming) or not item.payload or not self.act:
                 continue
             try:
@@ -166,7 +175,9 @@ class TestNode:
     def close(self) -> None:
         self._stop.set()
         self.thread.join(timeout=2)
-        self.link.stop()
+        if self.link is not None:
+            self.link.stop()
+        self.tip_link.stop()
 
 
 @dataclass
@@ -304,9 +315,9 @@ class World:
         self._obs_thread.start()
         self.nodes["bp1"] = TestNode(broker, "bp1").start()
         self.nodes["bp3"] = TestNode(broker, "bp3").start()
-        # bp2: the real actuator, and its tips from a test publisher under the same user.
+        # bp2: the real actuator, and its tips from a test publisher under bp2's publisher user.
         self.actuator = ActuatorProcess(
-            broker.config_path("bp2"), overrides(files), tmp / "actuator-bp2.log"
+            broker.node_config("bp2", "actuator"), overrides(files), tmp / "actuator-bp2.log"
         )
         self.nodes["bp2"] = TestNode(broker, "bp2", act=False).start()
         wait_for(self._actuator_online, 15, "the real bp2 actuator to report online")

@@ -126,6 +126,9 @@ def test_each_service_config_and_environment_load_against_a_real_bundle(
         assert config.mqtt.host == "mosquitto"
         if parsed.command in ("publisher", "actuator"):
             assert config.node.name == name.split("-")[0]
+            # Each service with its own file and broker user: the publisher's cannot forge the state.
+            assert parsed.config == f"{BUNDLE_MOUNT}/nodes/{config.node.name}.{parsed.command}.toml"
+            assert config.mqtt.username == f"{config.node.name}-{parsed.command}"
             assert config.publisher.network == "custom" and config.publisher.slot_length < 0.1
 
 
@@ -145,7 +148,7 @@ def test_timings_satisfy_the_decider_invariants(
 
     for key, value in node.items():
         monkeypatch.setenv(key, str(value))
-    actuator = load_config(tmp_path / "nodes" / "bp1.toml")  # what bp1's actuator will advertise
+    actuator = load_config(tmp_path / "nodes" / "bp1.actuator.toml")  # what bp1's actuator will advertise
     check_invariants(
         config.decider, config.mqtt.keepalive, advertised_for(actuator.actuator, actuator.mqtt.keepalive)
     )

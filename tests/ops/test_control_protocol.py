@@ -124,6 +124,19 @@ def test_no_decider_is_a_clear_timeout_error_exit_3(
     assert [r.action for r in silent.requests] == ["resume"]  # it was sent, just not answered
 
 
+def test_the_read_only_monitor_file_cannot_send_a_request(
+    ops_broker: BrokerHandle, played: Callable[..., PlayedDecider], capsys: pytest.CaptureFixture[str]
+) -> None:
+    ops_broker.require_own_broker("the bundle's ACL")
+    decider = played(lambda r: (True, "done"))
+    code = main(["switchover", "-c", str(ops_broker.config_path("monitor")), "--to", "bp2", "--timeout", "2"])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert len(err.strip().splitlines()) == 1 and "operator's configuration" in err
+    assert ops(ops_broker, "resume") == 0  # the operator's request goes through, and comes first
+    assert [r.action for r in decider.requests] == ["resume"]
+
+
 def test_flags_become_request_fields(
     ops_broker: BrokerHandle, played: Callable[..., PlayedDecider], capsys: pytest.CaptureFixture[str]
 ) -> None:

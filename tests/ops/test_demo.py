@@ -132,5 +132,5 @@ def test_demo_timings_respect_the_decider_invariants(tmp_path: Path, monkeypatch
     for key, value in t.items():
         monkeypatch.setenv(key, value)
     monkeypatch.setenv("BPF_PUBLISHER__SLOT_OFFSET", "0")  # the demo sets it at run time
-    node = load_config(tmp_path / "b" / "nodes" / "bp1.toml")
+    node = load_config(tmp_path / "b" / "nodes" / "bp1.actuator.toml")
     check_invariants(settings, node.mqtt.keepalive, advertised_for(node.actuator, node.mqtt.keepalive))

@@ -88,9 +88,9 @@ def live(ops_broker: BrokerHandle, tmp_path_factory: pytest.TempPathFactory) -> 
     bundle = ops_broker.bundle  # this module's own broker and bundle: fresh epochs and env files
     processes = {"decider": spawn("decider", ["decider", "-c", str(bundle / "decider.toml")], env, logs)}
     for node in ("bp1", "bp2"):
-        config = str(bundle / "nodes" / f"{node}.toml")
-        processes[f"{node}-actuator"] = spawn(f"{node}-actuator", ["actuator", "-c", config], env, logs)
-        processes[f"{node}-publisher"] = spawn(f"{node}-publisher", ["publisher", "-c", config], env, logs)
+        for duty in ("actuator", "publisher"):
+            config = str(ops_broker.node_config(node, duty))
+            processes[f"{node}-{duty}"] = spawn(f"{node}-{duty}", [duty, "-c", config], env, logs)
     pool = LivePool(ops_broker, processes, logs)
     try:
         wait_for(lambda: pool.producer_applied("bp1"), timeout=40, message="the decider to make bp1 producer")

@@ -36,17 +36,20 @@ def publish_pool(broker: BrokerHandle, *, producer_age: float = 3.0, now: float 
         )
 
 
-def status_json(broker: BrokerHandle, capsys: pytest.CaptureFixture[str], *extra: str) -> tuple[int, dict]:
-    code = main(["status", "-c", str(broker.config_path("operator")), "--json", *extra])
+def status_json(
+    broker: BrokerHandle, capsys: pytest.CaptureFixture[str], *extra: str, user: str = "operator"
+) -> tuple[int, dict]:
+    code = main(["status", "-c", str(broker.config_path(user)), "--json", *extra])
     return code, json.loads(capsys.readouterr().out)
 
 
+@pytest.mark.parametrize("user", ["operator", "monitor"])  # monitor: the read-only user
 def test_status_reads_retained_state_as_operator_and_exits_0(
-    clean_broker: BrokerHandle, capsys: pytest.CaptureFixture[str]
+    clean_broker: BrokerHandle, capsys: pytest.CaptureFixture[str], user: str
 ) -> None:
     publish_pool(clean_broker)
     started = time.monotonic()
-    code, data = status_json(clean_broker, capsys)
+    code, data = status_json(clean_broker, capsys, user=user)
     took = time.monotonic() - started
     assert code == 0, data["pools"][0]["problems"]
     pool = data["pools"][0]

@@ -41,8 +41,8 @@ def test_unit_runs_a_real_subcommand_and_always_restarts(name: str) -> None:
     assert Path(argv[0]).name == "bpfailover"
     args = build_parser().parse_args(argv[1:])
     assert args.command == EXPECTED[name]
-    if name.endswith("@.service"):  # one instance per node: the bundle's nodes/<node>.toml
-        assert args.config == "/etc/bpfailover/nodes/%i.toml"
+    if name.endswith("@.service"):  # one instance per node, each service its own file and broker user
+        assert args.config == f"/etc/bpfailover/nodes/%i.{EXPECTED[name]}.toml"
     else:
         assert args.config == "/var/lib/bpfailover/pool/decider.toml"
     assert u["Service"]["Restart"] == "always"

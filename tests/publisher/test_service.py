@@ -64,7 +64,8 @@ def start_publisher(tmp_path: Path) -> Iterator[Callable[..., PublisherRun]]:
     runs: list[PublisherRun] = []
 
     def start(handle: BrokerHandle, node: str, **env: str) -> PublisherRun:
-        run = PublisherRun(handle.config_path(node), tmp_path / f"publisher-{node}-{len(runs)}.log", env)
+        config = handle.node_config(node, "publisher")
+        run = PublisherRun(config, tmp_path / f"publisher-{node}-{len(runs)}.log", env)
         runs.append(run)
         return run
 
