@@ -35,6 +35,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from bpfailover.logs import log_exception
 from bpfailover.settings import ConfigError, MqttSettings
 
 log = logging.getLogger("bpfailover.link")
@@ -268,7 +269,7 @@ class MqttLink:
             try:
                 fn(*args)
             except Exception:
-                log.exception("internal error in MQTT callback %s (ignored)", fn.__name__)
+                log_exception(log, "internal error in MQTT callback %s (ignored)", fn.__name__)
 
         return wrapped
 
@@ -611,7 +612,7 @@ class MqttLink:
             fn(*args)
         except Exception:
             what = getattr(args[0], "topic", args[0]) if args else getattr(fn, "__name__", fn)
-            log.exception("error in %s (continuing)", what)
+            log_exception(log, "error in %s (continuing)", what)
 
     def __enter__(self) -> MqttLink:
         self.start()

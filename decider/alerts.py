@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from bpfailover.logs import log_exception
 from bpfailover.wire import DecisionEvent
 
 log = logging.getLogger("bpfailover.decider.alerts")
@@ -184,7 +185,7 @@ class WebhookAlerts:
             try:
                 self._deliver(event)
             except Exception:  # the thread must survive anything
-                log.exception("internal error delivering an alert (ignored)")
+                log_exception(log, "internal error delivering an alert (ignored)")
             finally:
                 self._queue.task_done()
                 with self._lock:

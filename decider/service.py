@@ -32,6 +32,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.logs import log_exception
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
 from bpfailover.signing import KeyLoadError, SignatureError, load_signing_key, sign_command, verify_command
@@ -371,7 +372,7 @@ class DeciderService:
                     try:
                         listener(event)
                     except Exception:
-                        log.exception("event listener failed (ignored)")
+                        log_exception(log, "event listener failed (ignored)")
         if actions:
             self._refresh_presence()
 
