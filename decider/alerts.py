@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from bpfailover.logs import log_exception
+from bpfailover.logs import escape_control, log_exception
 from bpfailover.wire import DecisionEvent
 
 log = logging.getLogger("bpfailover.decider.alerts")
@@ -69,7 +69,8 @@ def summary(event: DecisionEvent) -> str:
     epoch = f" at epoch {event.epoch}" if event.epoch else ""
     dry = " (dry-run)" if event.dry_run else ""
     reason = f": {event.reason}" if event.reason else ""
-    return f"[{event.pool}] {event.kind}{who}{epoch}{dry}{reason}"
+    # A reason may quote a node's own error text: one line in the chat, no terminal escapes.
+    return escape_control(f"[{event.pool}] {event.kind}{who}{epoch}{dry}{reason}")
 
 
 @dataclass
