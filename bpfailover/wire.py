@@ -8,7 +8,7 @@ short machine-readable reason that services count and log once.
 
 from __future__ import annotations
 
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -16,6 +16,14 @@ from bpfailover.topics import NodeName, PoolId
 
 MAX_PAYLOAD = 8 * 1024
 WIRE_VERSION = 1
+# Bounds on every number that crosses the wire: a huge integer (an epoch of 4,300 digits)
+# or a time of 1e300 must be refused here, before any arithmetic can choke on it.
+MAX_COUNT = 2**53  # slots, blocks, epochs, sequence numbers: exact in a float, and plenty
+MAX_TIME = 2.0**33  # unix seconds, about the year 2242
+MAX_SECONDS = 10.0**7  # a duration (fence_after): 115 days
+
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+UnixTime = Annotated[float, Field(ge=0, le=MAX_TIME)]
 
 Role = Literal["producer", "relay"]
 AppliedRole = Literal["producer", "relay", "unknown"]
@@ -32,7 +40,10 @@ class PayloadRejected(ValueError):
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, populate_by_name=True)
+    # Every float is finite: NaN and Infinity are refused (allow_inf_nan).
+    model_config = ConfigDict(
+        strict=True, extra="forbid", frozen=True, populate_by_name=True, allow_inf_nan=False
+    )
 
     v: Literal[1] = WIRE_VERSION
 
@@ -46,20 +57,20 @@ class TipReport(WireModel):
     pool: PoolId
     node: NodeName
     boot: str = Field(min_length=1, max_length=64)
-    seq: int = Field(ge=0)
-    sent_at: float
+    seq: Count
+    sent_at: UnixTime
     ok: bool
     error: str | None = Field(default=None, max_length=500)
-    slot: int | None = Field(default=None, ge=0)
-    block: int | None = Field(default=None, ge=0)
-    epoch: int | None = Field(default=None, ge=0)
+    slot: Count | None = None
+    block: Count | None = None
+    epoch: Count | None = None
     hash: str | None = Field(default=None, max_length=128)
-    tip_time: float | None = None
+    tip_time: UnixTime | None = None
     network: str = Field(default="mainnet", max_length=32)
     source: str = Field(default="cardano-cli", max_length=32)
     forging: bool | None = None
-    kes_periods_left: int | None = None
-    peers: int | None = Field(default=None, ge=0)
+    kes_periods_left: int | None = Field(default=None, ge=-MAX_COUNT, le=MAX_COUNT)
+    peers: Count | None = None
 
 
 class RoleCommand(WireModel):
@@ -68,8 +79,8 @@ class RoleCommand(WireModel):
     pool: PoolId
     node: NodeName
     role: Role
-    epoch: int = Field(ge=1)
-    issued_at: float
+    epoch: int = Field(ge=1, le=MAX_COUNT)
+    issued_at: UnixTime
     decider: str = Field(min_length=1, max_length=64)
     reason: str = Field(default="", max_length=500)
     dry_run: bool = False
@@ -84,18 +95,18 @@ class NodeState(WireModel):
     boot: str = Field(min_length=1, max_length=64)
     online: bool
     role: AppliedRole
-    epoch: int = Field(ge=0)
+    epoch: Count
     fenced: bool = False
     dry_run: bool = False
     method: str = Field(default="env-swap", max_length=32)
-    fence_after: float = Field(ge=0)
+    fence_after: float = Field(ge=0, le=MAX_SECONDS)
     pending: Role | None = None
     error: str | None = Field(default=None, max_length=500)
     # The last command this actuator refused (forged, replayed, stale epoch). Reported for
     # humans; unlike ``error`` it does not make the node ineligible, so junk on a role topic
     # cannot sideline a healthy standby.
     rejected: str | None = Field(default=None, max_length=500)
-    updated_at: float
+    updated_at: UnixTime
     # The broker connection this state was sent on (a fresh random id per connection, also in
     # that connection's Last Will), so that every Will is told apart from the one before.
     conn: str | None = Field(default=None, max_length=64)
@@ -109,9 +120,9 @@ class Transition(WireModel):
 
     from_: str | None = Field(default=None, alias="from")
     to: str
-    epoch: int = Field(ge=1)
+    epoch: int = Field(ge=1, le=MAX_COUNT)
     kind: str = Field(max_length=32)
-    started_at: float
+    started_at: UnixTime
     phase: str = Field(max_length=32)
 
 
@@ -119,15 +130,15 @@ class DeciderStatus(WireModel):
     pool: PoolId
     decider: str = Field(min_length=1, max_length=64)
     online: bool
-    epoch: int = Field(ge=0)
+    epoch: Count
     producer: str | None = None
     paused: bool = False
-    paused_until: float | None = None
+    paused_until: UnixTime | None = None
     frozen: bool = False
     dry_run: bool = False
-    maintenance: dict[str, float | None] = Field(default_factory=dict)
+    maintenance: dict[str, UnixTime | None] = Field(default_factory=dict)
     transition: Transition | None = None
-    updated_at: float
+    updated_at: UnixTime
 
 
 class ControlRequest(WireModel):
@@ -139,10 +150,10 @@ class ControlRequest(WireModel):
     node: NodeName | None = None
     to: NodeName | None = None
     enabled: bool = True
-    until: float | None = None
+    until: UnixTime | None = None
     force: bool = False
     requested_by: str = Field(default="operator", max_length=64)
-    sent_at: float | None = None
+    sent_at: UnixTime | None = None
 
 
 class NodeInputs(WireModel):
@@ -153,17 +164,17 @@ class NodeInputs(WireModel):
     eligible: bool = False
     why_not: str | None = None
     role: AppliedRole = "unknown"
-    epoch: int = 0
+    epoch: Count = 0
     skew: float | None = None
 
 
 class DecisionEvent(WireModel):
     pool: PoolId
-    at: float
+    at: UnixTime
     kind: str = Field(max_length=32)
     from_: str | None = Field(default=None, alias="from")
     to: str | None = None
-    epoch: int = Field(default=0, ge=0)
+    epoch: Count = 0
     reason: str = Field(default="", max_length=1000)
     request_id: str | None = None
     ok: bool | None = None

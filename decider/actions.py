@@ -41,4 +41,14 @@ class PublishEvent:
     event: DecisionEvent
 
 
-Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent
+@dataclass(frozen=True)
+class Reject:
+    """An input the core refused (e.g. a time ahead of our clock): count it and log it once."""
+
+    pool: str
+    node: str
+    reason: str  # a short counter label
+    detail: str
+
+
+Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent | Reject

@@ -29,7 +29,7 @@ from collections.abc import Iterable
 
 from bpfailover.settings import DeciderSettings, PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
-from decider.actions import Action, PublishStatus
+from decider.actions import Action, PublishStatus, Reject
 from decider.emit import build_status
 from decider.facts import (
     ControlAsked,
@@ -146,7 +146,10 @@ class Decider:
     ) -> list[Action]:
         at = now.wall if received_at is None else received_at
         machine = self.pools[pool]
-        if not machine.on_tip(report, at, retained):
+        taken = machine.on_tip(report, at, retained)
+        if isinstance(taken, str):
+            return [Reject(pool, report.node, "future", taken), *self._evaluate(pool, now)]
+        if not taken:
             return []
         if report.node == machine.view.producer:
             self._schedule(machine, now.wall)

@@ -67,6 +67,8 @@ class NodeView:
     offline_conn: str | None = None
     # A connection whose clean-stop report we saw: its Will, if it comes, promises no fence.
     stopped_conn: str | None = None
+    # Why its last tip was refused (a time ahead of our clock): not eligible while it lasts.
+    refused_tip: str | None = None
 
     def promises_fence(self) -> bool:
         """Whether the offline actuator promised to fence its node (not a clean stop, fencing on)."""

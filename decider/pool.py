@@ -86,12 +86,24 @@ class PoolMachine:
     # --- facts in -----------------------------------------------------------------------------
 
     @fact
-    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool:
-        """Record a tip report; False for a duplicate or replay (same boot, seq not newer)."""
+    def on_tip(self, report: TipReport, received_at: float, retained: bool) -> bool | str:
+        """Record a tip report; False for a duplicate or replay (same boot, seq not newer), or
+        why it was refused: a time further ahead of our clock than max_clock_skew (a tip that
+        would never go stale). The node is not eligible until a sound report comes."""
         node = self.view.nodes[report.node]
         last = node.last_tip
         if last is not None and last.boot == report.boot and report.seq <= last.seq:
             return False
+        limit = received_at + self.ctx.settings.max_clock_skew
+        for what, at in (("tip_time", report.tip_time), ("sent_at", report.sent_at)):
+            if at is not None and at > limit:
+                node.refused_tip = (
+                    f"{what} {at - received_at:.0f}s ahead of the decider's clock "
+                    f"(max_clock_skew {self.ctx.settings.max_clock_skew:g}s)"
+                )
+                node.fresh_streak = 0
+                return node.refused_tip  # (not kept as the last tip: its seq proves nothing)
+        node.refused_tip = None
         node.last_tip = report
         usable = report.ok and report.tip_time is not None
         fresh = usable and received_at - report.tip_time <= self.ctx.settings.stale_after  # type: ignore[operator]

@@ -39,6 +39,8 @@ def why_not(view: PoolView, node: NodeView, ctx: Context, now: Now, *, count_ris
         return "actuator in dry-run"
     if state.error:
         return f"apply error: {state.error}"
+    if node.refused_tip is not None:
+        return f"tip refused: {node.refused_tip}"
     if node.skew is not None and abs(node.skew) > s.max_clock_skew:
         return f"clock skew {node.skew:+.1f}s exceeds {s.max_clock_skew:g}s"
     age = node.age(now)

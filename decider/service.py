@@ -47,7 +47,7 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus, Reject
 from decider.alerts import KesWatch
 from decider.alerts import from_settings as alerts_from_settings
 from decider.core import Decider
@@ -359,6 +359,9 @@ class DeciderService:
                     " (dry-run)" if dry else "",
                     command.reason,
                 )
+            elif isinstance(action, Reject):
+                topic = self.topics.tip(action.pool, action.node)
+                self.rejections.reject(action.reason, action.detail, topic=topic)
             elif isinstance(action, PublishStatus):
                 self.link.publish(self.topics.decider(action.pool), action.status.to_json(), retain=True)
             elif isinstance(action, PublishEvent):

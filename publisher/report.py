@@ -21,6 +21,11 @@ from publisher.sources.base import SourceError, TipSample, one_line
 
 Outcome = TipSample | SourceError
 
+# How far a tip's slot time may be ahead of this host's clock. A node does not adopt blocks
+# from the future beyond its own small clock-skew allowance (seconds); 30 s leaves room for a
+# host clock a little behind, and is far below what makes a tip look fresh for long.
+MAX_TIP_AHEAD = 30.0
+
 
 @dataclass(frozen=True)
 class SourceChange:
@@ -59,6 +64,15 @@ class TipReporter:
         without counting it as another sample.
         """
         self.seq += 1
+        if isinstance(outcome, TipSample):
+            ahead = self.chain.time_of(outcome.slot) - now
+            if ahead > MAX_TIP_AHEAD:
+                # A tip the decider would take as fresh for ever: a wrong network (its slot
+                # offset), or this host's clock far behind. Refused, never sent as ok.
+                outcome = SourceError(
+                    f"tip slot {outcome.slot} is {ahead:.0f}s ahead of this host's clock (more than "
+                    f"{MAX_TIP_AHEAD:g}s): check publisher.network ({self.chain.network}) and the clock (NTP)"
+                )
         if isinstance(outcome, TipSample):
             try:
                 report = self._ok_report(outcome, now)

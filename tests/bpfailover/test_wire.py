@@ -131,3 +131,41 @@ def test_control_request_for_another_pool_is_rejected() -> None:
     with pytest.raises(PayloadRejected) as err:
         decode(ControlRequest, req.to_json(), pool="pool1")
     assert err.value.reason == "topic_mismatch"
+
+
+@pytest.mark.parametrize(
+    ("field", "raw"),
+    [
+        ("tip_time", b"Infinity"),
+        ("tip_time", b"-Infinity"),
+        ("tip_time", b"NaN"),
+        ("tip_time", b"1e300"),
+        ("sent_at", b"1e300"),
+        ("slot", b"9" * 4300),
+        ("seq", str(2**53 + 1).encode()),
+        ("block", b"-1"),
+    ],
+)
+def test_numbers_are_finite_and_bounded(field: str, raw: bytes) -> None:
+    body = json.dumps(tip(**{field: 0})).replace(f'"{field}": 0', f'"{field}": {raw.decode()}')
+    with pytest.raises(PayloadRejected) as info:
+        decode(TipReport, body.encode(), pool="pool1", node="bp1")
+    assert info.value.reason == "schema"
+    assert field in info.value.detail
+
+
+def test_an_enormous_epoch_in_a_node_state_is_refused() -> None:
+    body = (
+        b'{"v":1,"pool":"pool1","node":"bp1","boot":"b","online":true,"role":"producer","epoch":'
+        + b"9" * 4300
+        + b',"fence_after":1,"updated_at":1}'
+    )
+    with pytest.raises(PayloadRejected, match="epoch"):
+        decode(NodeState, body, pool="pool1", node="bp1")
+
+
+@pytest.mark.parametrize("until", ["NaN", "Infinity", "1e300"])
+def test_a_control_request_with_an_absurd_until_is_refused(until: str) -> None:
+    body = f'{{"v":1,"request_id":"r1","action":"pause","until":{until}}}'.encode()
+    with pytest.raises(PayloadRejected, match="until"):
+        decode(ControlRequest, body)

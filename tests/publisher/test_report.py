@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from bpfailover.wire import TipReport, decode
@@ -11,7 +12,7 @@ from publisher.sources.base import SourceError, TipSample
 from publisher.sources.tipjson import parse_tip_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
-NOW = 1_723_003_026.0
+NOW = 1_757_410_400.0  # 20 s after the fixture's tip (preview slot 90,754,380)
 
 
 def reporter(chain=PREVIEW, **kwargs) -> TipReporter:
@@ -118,3 +119,16 @@ def test_resending_the_last_outcome_takes_a_new_seq_but_is_not_another_sample():
     assert (again.seq, again.ok, again.sent_at, change) == (2, False, NOW + 5, None)
     _, recovered = r.report(preview_tip(), NOW + 10)
     assert recovered is not None and (recovered.kind, recovered.failed_samples) == ("recovered", 1)
+
+
+def test_a_tip_ahead_of_the_hosts_clock_is_refused_with_why():
+    # A mainnet node read with network "preview" (a later slot offset): a tip years ahead,
+    # which the decider would take as fresh for ever. Never sent as ok.
+    mainnet_tip = dataclasses.replace(preview_tip(), slot=165_000_000)
+    report, change = reporter().report(mainnet_tip, NOW)
+    assert not report.ok and report.tip_time is None
+    assert report.error is not None and "ahead of this host's clock" in report.error
+    assert "publisher.network (preview)" in report.error
+    assert change is not None and change.kind == "failing"
+    near, _ = reporter().report(preview_tip(), PREVIEW.time_of(90_754_380) - 29.0)
+    assert near.ok  # a host clock 29 s behind is within MAX_TIP_AHEAD
