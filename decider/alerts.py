@@ -25,9 +25,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from bpfailover.logs import escape_control, log_exception
+from bpfailover.settings import masked_url, url_problem
 from bpfailover.wire import DecisionEvent
 
 log = logging.getLogger("bpfailover.decider.alerts")
@@ -60,7 +60,7 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
         raise DeliveryError(f"HTTP {exc.code} {exc.reason}", permanent=exc.code in PERMANENT_STATUS) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DeliveryError(str(reason)) from None
+        raise DeliveryError(str(reason).replace(url, masked_url(url))) from None
 
 
 def summary(event: DecisionEvent) -> str:
@@ -98,8 +98,9 @@ class WebhookAlerts:
         headers: dict[str, str] | None = None,
         poster: Poster = http_post,
     ) -> None:
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"webhook URL {problem}")
         if format not in ("json", "slack"):
             raise ValueError(f"webhook format must be 'json' or 'slack', got {format!r}")
         self.url = url
@@ -118,8 +119,9 @@ class WebhookAlerts:
         self._idle.set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        # Never log the full URL: webhook URLs usually embed a secret token.
-        self.where = urlsplit(url).netloc
+        # Never log the full URL: webhook URLs usually embed a secret token (and the netloc
+        # may hold user:password).
+        self.where = masked_url(url)
 
     def wanted(self, event: DecisionEvent) -> bool:
         return event.kind in self.kinds

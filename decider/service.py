@@ -236,9 +236,13 @@ class DeciderService:
             # Nobody reads the gauges otherwise; at thousands of pools they cost a recovery dearly.
             self.listeners.append(self.metrics.observe_event)
         self.kes_watch = KesWatch(settings.kes_alert_periods)
-        self.alerts = alerts_from_settings(settings.webhook_url, format=settings.webhook_format)
+        try:
+            self.alerts = alerts_from_settings(settings.webhook_url, format=settings.webhook_format)
+        except ValueError as exc:  # its message never quotes the URL, which may hold a token
+            raise ConfigError(f"decider.webhook_url: {exc}") from None
         if self.alerts is not None:
             self.listeners.append(self.alerts.submit)
+            log.info("alerts to %s (%s)", self.alerts.where, settings.webhook_format)
 
     # --- in -----------------------------------------------------------------------------------
 
