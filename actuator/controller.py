@@ -19,13 +19,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from actuator import roles
 from actuator.commands import ApplyAborted, StepOverrun, within
 from actuator.methods import ApplyError, Method
 from actuator.methods.base import Abort
 from actuator.policy import Verdict
+from actuator.roles import RoleState, Start, role_state
 from actuator.state import StateCorrupt, StateStore, StoredState
 from bpfailover.logs import log_exception
-from bpfailover.wire import AppliedRole, Role
+from bpfailover.wire import AppliedRole, Role, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -191,7 +193,7 @@ class RoleController:
         role, epoch = command.role, command.epoch
         if role == self.applied:
             if verdict.kind == "apply" or self.fenced or (self.stored and self.stored.pending):
-                self._store(epoch, role, pending=None)
+                self._store(epoch, role, pending=None, command=command)
             self.fenced = False
             self.pending = None
             self.applied_epoch = epoch
@@ -201,7 +203,7 @@ class RoleController:
             return
         # Before promoting: never producer at an epoch that is not on disk. A demotion goes ahead anyway.
         # The stored epoch moves now; the reported one only once the role is applied.
-        stored = self._store(epoch, role, pending=role, required=role == "producer")
+        stored = self._store(epoch, role, pending=role, required=role == "producer", command=command)
         if not stored and role == "producer":
             log.error("%s/%s: not promoting: the epoch could not be stored", self.pool, self.node)
             return
@@ -217,7 +219,7 @@ class RoleController:
         if self.applied == role:  # done, or a demotion that ended with stop_command
             self.applied_epoch = epoch
         if done:
-            self._store(epoch, role, pending=None)
+            self._store(epoch, role, pending=None, command=command)
 
     # --- fencing ----------------------------------------------------------------------------
 
@@ -238,7 +240,7 @@ class RoleController:
         epoch = stored.epoch if stored else 0
         role: Role = stored.role if stored else "relay"
         self._mark(epoch, role, pending="relay")
-        done = self._apply("relay", f"fence: {why}", abort=None)
+        done = self._apply("relay", f"fence: {why}", abort=None, move="fence")
         if done or self.dry_run or self.applied == "relay":
             # Stopped by stop_command also counts: the node no longer forges. A dry-run
             # actuator only remembers that it would have fenced, so as not to try again.
@@ -262,14 +264,31 @@ class RoleController:
     # --- internals --------------------------------------------------------------------------
 
     def _store(
-        self, epoch: int, role: Role, *, pending: Role | None, fenced: bool = False, required: bool = False
+        self,
+        epoch: int,
+        role: Role,
+        *,
+        pending: Role | None,
+        fenced: bool = False,
+        required: bool = False,
+        command: RoleCommand | None = None,
     ) -> bool:
         """Record the state on disk (not in dry-run); False if writing failed.
 
         A failed write is reported; the state is still kept in memory unless ``required``.
+        ``command``: the signed command behind ``epoch`` (kept from before when not given), which
+        the NodeState shows so that the decider can trust the epoch it claims.
         """
+        if command is None and self.stored is not None and self.stored.epoch == epoch:
+            command = self.stored.command
         state = StoredState(
-            pool=self.pool, node=self.node, epoch=epoch, role=role, fenced=fenced, pending=pending
+            pool=self.pool,
+            node=self.node,
+            epoch=epoch,
+            role=role,
+            fenced=fenced,
+            pending=pending,
+            command=command,
         )
         written = True
         if not self.dry_run:
@@ -283,8 +302,17 @@ class RoleController:
             self.stored = state
         return written
 
-    def _apply(self, role: Role, why: str, *, abort: Abort | None) -> bool:
-        """Run the method; True on success. Failures are recorded, never raised (but ApplyAborted)."""
+    @property
+    def state(self) -> RoleState:
+        """The named role state (``actuator.roles``)."""
+        return role_state(self.applied, self.pending, self.fenced)
+
+    def _apply(self, role: Role, why: str, *, abort: Abort | None, move: Start | None = None) -> bool:
+        """Run the method; True on success. Failures are recorded, never raised (but ApplyAborted).
+
+        The move (``promote``, ``demote`` or ``fence``) must be in the role table, or nothing runs.
+        """
+        during = roles.start(self.state, move or ("promote" if role == "producer" else "demote"))
         if self.dry_run:
             log.warning(
                 "%s/%s: DRY-RUN: would apply %s (%s): %s",
@@ -304,9 +332,11 @@ class RoleController:
         try:
             self.method.apply(role, abort, self.alive)
         except ApplyError as exc:
+            self.pending = None
             self.applied = exc.applied
             self.apply_error = str(exc)[:300]
             log.error("%s/%s: applying %s failed: %s", self.pool, self.node, role, exc)
+            roles.end(during, role_state(exc.applied, None, move == "fence"))
             return False
         except ApplyAborted:
             raise
@@ -319,5 +349,6 @@ class RoleController:
             self.pending = None
         self.applied = role
         self.apply_error = None
+        roles.end(during, role_state(role, None, move == "fence"))
         log.warning("%s/%s: %s applied", self.pool, self.node, role)
         return True

@@ -36,7 +36,7 @@ from actuator.controller import RoleController
 from actuator.fence import FenceTimer, advertised_fence_after
 from actuator.policy import CommandRejected, Expected, check_command
 from bpfailover.rejections import Rejections
-from bpfailover.wire import NodeState
+from bpfailover.wire import NodeState, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -154,6 +154,7 @@ class ActuatorCore:
             updated_at=self.wall(),
             conn=self.last_conn or None,
             stopped=stopped,
+            command=self._backing(),
         )
 
     def will_state(self, conn: str) -> NodeState:
@@ -171,7 +172,13 @@ class ActuatorCore:
             fence_after=self.advertised_fence_after,
             updated_at=self.wall(),
             conn=conn,
+            command=self._backing(),
         )
+
+    def _backing(self) -> RoleCommand | None:
+        """The signed command behind the epoch we report (the one stored with it)."""
+        stored = self.controller.stored
+        return stored.command if stored is not None else None
 
     def report(self) -> None:
         """Report the state now, if a connection is up."""
@@ -291,13 +298,16 @@ class ActuatorCore:
 
     # --- a clean stop -----------------------------------------------------------------------
 
-    def stop(self) -> NodeState:
-        """The last report of a clean stop: offline, and no fence promised.
+    def stop(self, conn: str) -> NodeState:
+        """The last report of a clean stop, sent on connection ``conn``: offline, no fence promised.
 
         Nothing stays behind to fence the node, so the decider must not count on it: it waits
-        for an acknowledgement or an operator instead. The Will of this connection (if the
-        broker ever sends it) is marked as spent by this report (same ``conn``).
+        for an acknowledgement or an operator instead. The shell sends it on a last connection
+        of its own whose Will is this same report: whether that connection's DISCONNECT
+        arrives or not, what the broker keeps says "stopped". (The Will of the connection
+        before, which does promise a fence, fires when that one is dropped, before this.)
         """
+        self.last_conn = conn
         return self.node_state(online=False, stopped=True)
 
     def stop_unreported(self) -> None:

@@ -9,6 +9,7 @@ up a fence. Every connection gets its own Last Will, naming the connection.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -25,7 +26,7 @@ from actuator.methods.base import demotion_bound
 from actuator.policy import Expected
 from actuator.state import StateStore
 from actuator.watchdog import Watchdog, watchdog_restart_bound
-from bpfailover.link import BrokerRefused, Incoming, LinkEvent, MqttLink, PublishError, make_client_id
+from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.logs import log_exception
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
@@ -245,27 +246,43 @@ class ActuatorService:
             self.core.on_disconnected()
 
     def _shutdown(self) -> None:
-        """A clean stop: say so (no fence will happen), or demote the node if that cannot be said."""
+        """A clean stop: say so (no fence will happen), or demote the node if that cannot be said.
+
+        The working connection is dropped without a DISCONNECT (its Will, which promises a
+        fence, fires now), and the report goes out on a last connection whose own Will is
+        that same report. A lost DISCONNECT can then only leave "stopped" on the broker,
+        never a Will promising a fence that nobody will carry out.
+        """
         log.info("%s/%s: stopping; reporting a clean stop", self.pool, self.node)
         self.watchdog.stopping("stopping")
         if self._connector is not None:
             # Let an attempt under way finish, so that paho is not started behind our back.
             self._connector.join(self.config.mqtt.connect_timeout + CONNECT_SOCKET_TIMEOUTS)
-        reported = False
+        was_connected = self.link.connected.is_set()
+        if self._link_started:
+            self.link.abort()
+        reported = was_connected and self._report_stop()
+        if not reported:
+            self.core.stop_unreported()
+
+    def _report_stop(self) -> bool:
+        """The clean-stop report on a last connection (same client id); True once acknowledged."""
+
+        def will(conn: str) -> tuple[str, bytes]:
+            return self.state_topic, self.core.stop(conn).to_json()
+
+        final = MqttLink(self.config.mqtt, self.link.client_id, will=will, contact_clock=self.clock)
         try:
-            if self.link.connected.is_set():
-                # A clean disconnect sends no Will; the report says no fence is promised.
-                last = self.core.stop().to_json()
-                self.link.publish_wait(self.state_topic, last, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT)
-                reported = True
-        except PublishError as exc:
+            final.start(attempts=1)
+            last = self.core.stop(final.conn).to_json()
+            final.publish_wait(self.state_topic, last, retain=True, timeout=SHUTDOWN_PUBLISH_TIMEOUT)
+            return True
+        except LinkError as exc:
             log.warning("could not report the clean stop: %s", exc)
-        try:
-            if not reported:
-                self.core.stop_unreported()
+            return False
         finally:
-            if self._link_started:
-                self.link.stop()
+            with contextlib.suppress(Exception):
+                final.stop()
 
 
 def run(config: BpfConfig) -> int:

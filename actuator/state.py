@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from actuator.atomic import atomic_write
 from bpfailover.topics import NodeName, PoolId
-from bpfailover.wire import Role, summarise
+from bpfailover.wire import Role, RoleCommand, summarise
 
 STATE_FILE = "actuator-state.json"
 
@@ -38,6 +38,8 @@ class StoredState(BaseModel):
     fenced: bool = False
     pending: Role | None = None
     updated_at: float = Field(default_factory=time.time)
+    # The command accepted at ``epoch``, signature included: what proves the epoch to a decider.
+    command: RoleCommand | None = None
 
     def desired_role(self) -> Role:
         """The role the node should have from this record alone (a fenced node stays relay)."""

@@ -42,6 +42,7 @@ def _cmd_init(args: argparse.Namespace) -> int:
             broker_port=args.broker_port,
             prefix=args.prefix,
             force=args.force,
+            deciders=args.deciders,
         )
     except BundleError as exc:
         raise UsageError(str(exc)) from None
@@ -146,6 +147,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--broker-port", type=int, default=8883, help="TLS port of the broker (default 8883)")
     p.add_argument("--prefix", default="bpfailover", help="topic prefix (default bpfailover)")
     p.add_argument("--force", action="store_true", help="overwrite an existing bundle")
+    p.add_argument(
+        "--deciders",
+        type=int,
+        default=1,
+        choices=(1, 2),
+        help="2: also write decider-2.toml, a standby decider with its own broker user (default 1)",
+    )
 
     add("publisher", _cmd_publisher, "publish this node's chain tip to the broker")
     add("actuator", _cmd_actuator, "apply the role the decider commands on this node")

@@ -26,6 +26,7 @@ from bpfailover.durations import parse_duration
 from bpfailover.link import Incoming, LinkError, MqttLink, PublishError, make_client_id
 from bpfailover.logs import escape_control
 from bpfailover.settings import BpfConfig, ConfigError
+from bpfailover.signing import KeyLoadError, load_signing_key, sign
 from bpfailover.topics import TopicError, Topics, check_id
 from bpfailover.wire import ControlRequest, DeciderStatus, DecisionEvent, PayloadRejected, decode
 
@@ -127,6 +128,18 @@ def build_request(args: argparse.Namespace, pool: str, now: float) -> ControlReq
         raise ConfigError(f"invalid {action} request: {exc}".splitlines()[0]) from None
 
 
+def sign_request(request: ControlRequest, config: BpfConfig) -> ControlRequest:
+    """Sign with ``[operator] signing_key`` when set (the decider checks it with operator_key)."""
+    path = config.operator.signing_key
+    if path is None:
+        return request
+    try:
+        key = load_signing_key(path)
+    except KeyLoadError as exc:
+        raise ConfigError(f"operator.signing_key: {exc}") from None
+    return sign(request, key)
+
+
 def answer_line(request: ControlRequest, event: DecisionEvent) -> str:
     """'switchover accepted: switchover to bp2 started at epoch 5' or '... refused: <why>'."""
     verdict = "refused" if event.ok is False else "accepted"
@@ -137,7 +150,7 @@ def answer_line(request: ControlRequest, event: DecisionEvent) -> str:
 def run_control(args: argparse.Namespace, config: BpfConfig) -> int:
     pool = select_pool(config, args.pool)
     topics = Topics(config.mqtt.prefix)
-    request = build_request(args, pool, time.time())
+    request = sign_request(build_request(args, pool, time.time()), config)
     link = MqttLink(
         config.mqtt,
         make_client_id("ops", pool, unique=True),

@@ -204,6 +204,13 @@ class DeciderSettings(Section):
     webhook_url: str | None = None
     webhook_format: Literal["json", "slack"] = "json"
     kes_alert_periods: int = Field(default=5, ge=0)
+    # Two deciders per pool: the standby defers while a preferred decider is present, and
+    # takes over takeover_delay after the active one's presence went offline.
+    standby: bool = False
+    takeover_delay: Duration = 60.0
+    # The operator key's public half (a file, or the key in base64): control requests that
+    # change roles must be signed with it. Unset: unsigned requests are accepted (a warning).
+    operator_key: str | None = None
 
     @field_validator("webhook_url")
     @classmethod
@@ -212,6 +219,12 @@ class DeciderSettings(Section):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+
+class OperatorSettings(Section):
+    """The operator commands (switchover, failover, pause, resume, maintenance)."""
+
+    signing_key: Path | None = None  # signs control requests; the decider checks operator_key
 
 
 class PoolNode(Section):
@@ -258,6 +271,7 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
         "state_dir",
     ),
     "decider": ("signing_key",),
+    "operator": ("signing_key",),
 }
 
 
@@ -278,6 +292,7 @@ class BpfConfig(BaseSettings):
     publisher: PublisherSettings = Field(default_factory=PublisherSettings)
     actuator: ActuatorSettings = Field(default_factory=ActuatorSettings)
     decider: DeciderSettings = Field(default_factory=DeciderSettings)
+    operator: OperatorSettings = Field(default_factory=OperatorSettings)
     pools: list[PoolSpec] = Field(default_factory=list)
 
     @classmethod

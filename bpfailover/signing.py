@@ -11,12 +11,13 @@ import base64
 import binascii
 import json
 from pathlib import Path
+from typing import TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bpfailover.wire import RoleCommand
+from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand
 
 
 class SignatureError(ValueError):
@@ -31,25 +32,44 @@ class KeyLoadError(ValueError):
     """A key file or value that cannot be loaded."""
 
 
-def canonical_json(command: RoleCommand) -> bytes:
-    body = command.model_dump(mode="json", by_alias=True, exclude={"sig"})
+Signed = TypeVar("Signed", RoleCommand, ControlRequest, DeciderStatus)
+
+
+def canonical_json(message: RoleCommand | ControlRequest | DeciderStatus) -> bytes:
+    """The bytes a signature covers: every field but ``sig``, sorted, compact."""
+    body = message.model_dump(mode="json", by_alias=True, exclude={"sig"})
     return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
+def sign(message: Signed, key: Ed25519PrivateKey) -> Signed:
+    signature = key.sign(canonical_json(message))
+    return message.model_copy(update={"sig": base64.b64encode(signature).decode()})
+
+
+def verify(message: RoleCommand | ControlRequest | DeciderStatus, key: Ed25519PublicKey) -> None:
+    """Raise SignatureError unless ``message`` carries a valid signature by ``key``."""
+    what = type(message).__name__
+    if not message.sig:
+        raise SignatureError("unsigned", f"{what} carries no signature but a key to check it with is set")
+    try:
+        signature = base64.b64decode(message.sig, validate=True)
+        key.verify(signature, canonical_json(message))
+    except (InvalidSignature, binascii.Error, ValueError):
+        raise SignatureError("bad_signature", f"{what} signature does not verify") from None
+
+
 def sign_command(command: RoleCommand, key: Ed25519PrivateKey) -> RoleCommand:
-    signature = key.sign(canonical_json(command))
-    return command.model_copy(update={"sig": base64.b64encode(signature).decode()})
+    return sign(command, key)
 
 
 def verify_command(command: RoleCommand, key: Ed25519PublicKey) -> None:
     """Raise SignatureError unless ``command`` carries a valid signature by ``key``."""
-    if not command.sig:
-        raise SignatureError("unsigned", "command carries no signature but a verify key is set")
-    try:
-        signature = base64.b64decode(command.sig, validate=True)
-        key.verify(signature, canonical_json(command))
-    except (InvalidSignature, binascii.Error, ValueError):
-        raise SignatureError("bad_signature", "command signature does not verify") from None
+    verify(command, key)
+
+
+def key_id(key: Ed25519PublicKey) -> str:
+    """A short, stable name for a public key (who signed), for logs and answers."""
+    return public_key_b64(key)[:12]
 
 
 def generate_key() -> Ed25519PrivateKey:
@@ -104,3 +124,26 @@ def load_verify_key(value: str | Path) -> Ed25519PublicKey:
         raise KeyLoadError(
             f"cannot load verify key {text[:60]!r}: expected a PEM file or a base64 Ed25519 key ({exc})"
         ) from None
+
+
+def claim_backed(state: NodeState, key: Ed25519PublicKey) -> bool:
+    """Whether the epoch (and the producer role) a NodeState claims is backed by the signed role
+    command it carries: a command for this node, signed with ``key``, at the claimed epoch or
+    above; and for an applied producer, a producer command at exactly that epoch.
+
+    A state that claims nothing (epoch 0, not producer) needs no backing.
+    """
+    if state.epoch == 0 and state.role != "producer":
+        return True
+    command = state.command
+    if command is None or command.dry_run or (command.pool, command.node) != (state.pool, state.node):
+        return False
+    try:
+        verify_command(command, key)
+    except SignatureError:
+        return False
+    if state.epoch > command.epoch:
+        return False
+    if state.role == "producer" and state.pending is None:
+        return command.role == "producer" and command.epoch == state.epoch
+    return True

@@ -82,6 +82,7 @@ class PoolView:
     pool: str
     nodes: dict[str, NodeView] = field(default_factory=dict)
     decider: DeciderStatus | None = None
+    deciders: dict[str, DeciderStatus] = field(default_factory=dict)  # presence, by decider id
     last_event: DecisionEvent | None = None
     rejected: int = 0
 
@@ -129,6 +130,11 @@ class PoolCollector:
                 )
             elif where.kind == "decider":
                 self.view.decider = decode(DeciderStatus, payload, pool=where.pool)
+            elif where.kind == "deciders" and where.node:
+                presence = decode(DeciderStatus, payload, pool=where.pool)
+                if presence.decider != where.node:
+                    raise PayloadRejected("topic_mismatch", "decider id differs from its topic")
+                self.view.deciders[where.node] = presence
             elif where.kind == "events":
                 self.view.last_event = decode(DecisionEvent, payload, pool=where.pool)
             else:
@@ -187,6 +193,8 @@ class PoolReport:
     notes: list[str]
     code: int
     last_event: str | None
+    # Every decider's presence: (id, mode or "?", online, seconds since its last presence, standby)
+    deciders: list[tuple[str, str, bool, float, bool]] = field(default_factory=list)
 
 
 def _maintenance(decider: DeciderStatus | None, node: str, now: float) -> bool:
@@ -315,6 +323,18 @@ def assess(view: PoolView, now: float, rules: Rules | None = None) -> PoolReport
         )
     elif decider.frozen:
         worse(EXIT_DEGRADED, "pool is frozen after too many failovers: resume to re-arm")
+    deciders = []
+    for name, p in sorted(view.deciders.items()):
+        age = max(0.0, now - p.updated_at)
+        # A presence not refreshed for long says online only because its Will has not come yet.
+        online = p.online and age <= rules.decider_silent_after
+        deciders.append((name, p.mode or "?", online, age, bool(p.standby)))
+    deciding = [d[0] for d in deciders if d[2] and d[1] == "active"]
+    if len(deciding) > 1:
+        worse(EXIT_DEGRADED, f"more than one decider is active: {', '.join(deciding)}")
+    waiting = [d[0] for d in deciders if d[2] and d[1] == "standby"]
+    if waiting and not deciding:
+        notes.append(f"no decider is active; standby {', '.join(waiting)} takes over after takeover_delay")
     if decider and decider.paused:
         until = f" until {fmt_time(decider.paused_until)}" if decider.paused_until else ""
         notes.append(f"automatic failover is paused{until}")
@@ -359,6 +379,7 @@ def assess(view: PoolView, now: float, rules: Rules | None = None) -> PoolReport
         notes=notes,
         code=code,
         last_event=last_event,
+        deciders=deciders,
     )
 
 
@@ -455,6 +476,15 @@ def render_table(report: PoolReport) -> str:
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
     lines = [head]
     lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    if len(report.deciders) > 1 or any(d[1] != "active" for d in report.deciders):
+        lines.append(
+            "deciders: "
+            + "; ".join(
+                f"{name} {mode}{' (configured standby)' if standby and mode == 'active' else ''} "
+                f"{'online' if online else 'OFFLINE'} ({fmt_age(age)} ago)"
+                for name, mode, online, age, standby in report.deciders
+            )
+        )
     maint = [r.name for r in report.rows if r.maintenance]
     if maint:
         lines.append(f"maintenance: {', '.join(maint)}")
@@ -485,6 +515,10 @@ def report_dict(report: PoolReport) -> dict[str, Any]:
             "online": report.decider_online,
             "age": num(report.decider_age),
         },
+        "deciders": [
+            {"id": name, "mode": mode, "online": online, "age": num(age), "standby": standby}
+            for name, mode, online, age, standby in report.deciders
+        ],
         "paused": report.paused,
         "paused_until": report.paused_until,
         "frozen": report.frozen,

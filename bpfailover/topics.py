@@ -5,7 +5,10 @@ Layout (DESIGN §3), at most 4 levels below the prefix:
     {prefix}/{pool}/tip/{node}      {prefix}/{pool}/decider
     {prefix}/{pool}/state/{node}    {prefix}/{pool}/control
     {prefix}/{pool}/role/{node}     {prefix}/{pool}/events
-    {prefix}/{pool}/dryrun/{node}
+    {prefix}/{pool}/dryrun/{node}   {prefix}/{pool}/deciders/{decider}
+
+``deciders/{decider}`` is each decider's presence (one per decider id, see docs/decider.md);
+its last level is a decider id, parsed like a node name.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ ID_PATTERN = re.compile(rf"^{ID_CHARS}$")
 PREFIX_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}(/[A-Za-z0-9_-]{1,64})?$")
 DEFAULT_PREFIX = "bpfailover"
 
-NodeKind = Literal["tip", "state", "role", "dryrun"]
+NodeKind = Literal["tip", "state", "role", "dryrun", "deciders"]
 PoolKind = Literal["decider", "control", "events"]
-NODE_KINDS: tuple[str, ...] = ("tip", "state", "role", "dryrun")
+NODE_KINDS: tuple[str, ...] = ("tip", "state", "role", "dryrun", "deciders")
 POOL_KINDS: tuple[str, ...] = ("decider", "control", "events")
 
 
@@ -99,6 +102,10 @@ class Topics:
 
     def decider(self, pool: str) -> str:
         return self.pool_topic(pool, "decider")
+
+    def presence(self, pool: str, decider: str) -> str:
+        """One decider's own presence and status, whether it is active or standby."""
+        return f"{self.prefix}/{check_id(pool, 'pool id')}/deciders/{check_id(decider, 'decider id')}"
 
     def control(self, pool: str) -> str:
         return self.pool_topic(pool, "control")

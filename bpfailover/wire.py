@@ -113,6 +113,9 @@ class NodeState(WireModel):
     # A clean stop: the actuator exits and leaves its node as it is, so it promises no fence;
     # a Will of the same connection that arrives later promises nothing either.
     stopped: bool = False
+    # The signed role command this actuator accepted last (at its stored epoch): a decider
+    # trusts the epoch a node claims only when this backs it.
+    command: RoleCommand | None = None
 
 
 class Transition(WireModel):
@@ -126,7 +129,13 @@ class Transition(WireModel):
     phase: str = Field(max_length=32)
 
 
+DeciderMode = Literal["starting", "standby", "active"]
+
+
 class DeciderStatus(WireModel):
+    """A decider's status: retained on ``{pool}/decider`` by the active decider, and on
+    ``{pool}/deciders/{id}`` by every decider as its presence (both with a Last Will)."""
+
     pool: PoolId
     decider: str = Field(min_length=1, max_length=64)
     online: bool
@@ -139,6 +148,18 @@ class DeciderStatus(WireModel):
     maintenance: dict[str, UnixTime | None] = Field(default_factory=dict)
     transition: Transition | None = None
     updated_at: UnixTime
+    # Added for two deciders per pool; absent in older payloads, which still parse.
+    # A random id per decider process: a second process with the same decider id has another.
+    instance: str | None = Field(default=None, max_length=64)
+    standby: bool | None = None  # configured as the standby (``[decider] standby``)
+    mode: DeciderMode | None = None  # what it does now: starting, standby (defers) or active
+    # The flap history, as unix times (a restart loses the monotonic clock): the automatic
+    # changes within flap_window, and the last change (min_switch_interval counts from it).
+    changes: list[UnixTime] = Field(default_factory=list, max_length=100)
+    last_change_at: UnixTime | None = None
+    # Signed by the decider's key (like role commands): recovery trusts what it says (paused,
+    # frozen, maintenance, the flap history), so a forged "frozen" must not count.
+    sig: str | None = Field(default=None, max_length=200)
 
 
 class ControlRequest(WireModel):
@@ -154,6 +175,9 @@ class ControlRequest(WireModel):
     force: bool = False
     requested_by: str = Field(default="operator", max_length=64)
     sent_at: UnixTime | None = None
+    # Ed25519 signature by the operator key (base64), over the canonical JSON of the other
+    # fields: pool, action, target, until, force, sent_at and request_id are all covered.
+    sig: str | None = Field(default=None, max_length=200)
 
 
 class NodeInputs(WireModel):

@@ -3,8 +3,9 @@
 Layout (see docs/bundle.md)::
 
     DIR/broker/   mosquitto.conf ca.crt server.crt server.key passwd acl data/
-    DIR/keys/     ca.key command-signing.key command-signing.pub
+    DIR/keys/     ca.key command-signing.key command-signing.pub operator-signing.key operator-signing.pub
     DIR/decider.toml  DIR/operator.toml  DIR/nodes/<node>.toml
+    DIR/decider-2.toml   (with ``--deciders 2``: the standby decider, its own broker user)
     DIR/run/<node>/   env env.producer env.relay (local env-swap samples)
 
 Secrets are written 0600 into 0700 folders, each file atomically (temporary file,
@@ -56,6 +57,7 @@ class BundlePlan:
     broker_port: int
     prefix: str
     owner: str
+    deciders: int = 1
 
     def priorities(self) -> list[tuple[str, int]]:
         """Priorities in the order given: 100, 90, 80 ... never below 1."""
@@ -90,6 +92,7 @@ def plan_bundle(
     broker_host: str = "127.0.0.1",
     broker_port: int = 8883,
     prefix: str = "bpfailover",
+    deciders: int = 1,
 ) -> BundlePlan:
     """Validate every input; raise BundleError with a one-line message on the first mistake."""
     try:
@@ -104,7 +107,9 @@ def plan_bundle(
     repeated = sorted({n for n in nodes if nodes.count(n) > 1})
     if repeated:
         raise BundleError(f"--nodes names {', '.join(repeated)} more than once: give each node once")
-    reserved = [n for n in nodes if n in mosquitto.SERVICE_USERS]
+    if not 1 <= deciders <= mosquitto.MAX_DECIDERS:
+        raise BundleError(f"invalid --deciders {deciders}: use 1, or 2 for an active and a standby decider")
+    reserved = [n for n in nodes if n in (*mosquitto.SERVICE_USERS, *mosquitto.decider_users(deciders))]
     if reserved:
         raise BundleError(
             f"node name {reserved[0]!r} is reserved for the broker user of that service: rename the node"
@@ -119,6 +124,7 @@ def plan_bundle(
         broker_port=broker_port,
         prefix=prefix,
         owner=current_user(),
+        deciders=deciders,
     )
 
 
@@ -159,11 +165,12 @@ def write_bundle(
     broker_port: int = 8883,
     prefix: str = "bpfailover",
     force: bool = False,
+    deciders: int = 1,
 ) -> str:
     """Write the bundle for ``pool`` into ``root``; return a short summary for the operator."""
     plan = plan_bundle(
         root, pool=pool, nodes=nodes, broker_host=broker_host, broker_port=broker_port,
-        prefix=prefix,
+        prefix=prefix, deciders=deciders,
     )
     marker = existing_bundle(plan.root)
     if marker is not None and not force:
@@ -201,11 +208,17 @@ def _write_all(plan: BundlePlan) -> None:
     _write(keys / "command-signing.key", private_key_pem(signing), SECRET)
     _write(keys / "command-signing.pub", public_key_pem(signing.public_key()), PUBLIC)
     verify_key = public_key_b64(signing.public_key())
+    operator = generate_key()  # signs control requests; the decider checks them (operator_key)
+    _write(keys / "operator-signing.key", private_key_pem(operator), SECRET)
+    _write(keys / "operator-signing.pub", public_key_pem(operator.public_key()), PUBLIC)
+    operator_key = public_key_b64(operator.public_key())
 
-    passwords = {user: new_password() for user in [*plan.nodes, *mosquitto.SERVICE_USERS]}
+    users = [*plan.nodes, *mosquitto.SERVICE_USERS, *mosquitto.decider_users(plan.deciders)[1:]]
+    passwords = {user: new_password() for user in users}
     _write(files.passwd, "".join(passwd_line(u, p) for u, p in passwords.items()), SECRET)
     # 0600 too: mosquitto ≥ 2.0.16 warns about world-readable ACL and password files.
-    _write(files.acl, mosquitto.render_acl(pool=plan.pool, nodes=plan.nodes, prefix=plan.prefix), SECRET)
+    acl = mosquitto.render_acl(pool=plan.pool, nodes=plan.nodes, prefix=plan.prefix, deciders=plan.deciders)
+    _write(files.acl, acl, SECRET)
     _write(
         files.conf,
         mosquitto.render_conf(
@@ -224,9 +237,25 @@ def _write_all(plan: BundlePlan) -> None:
     ranked = plan.priorities()
     _write(
         root / "decider.toml",
-        configs.render_decider(access(mosquitto.DECIDER_USER, "broker/ca.crt"), plan.pool, ranked),
+        configs.render_decider(
+            access(mosquitto.DECIDER_USER, "broker/ca.crt"), plan.pool, ranked, operator_key=operator_key
+        ),
         SECRET,
     )
+    for user in mosquitto.decider_users(plan.deciders)[1:]:
+        # The standby: its own broker user and decider id, the same pool and signing key.
+        _write(
+            root / f"{user}.toml",
+            configs.render_decider(
+                access(user, "broker/ca.crt"),
+                plan.pool,
+                ranked,
+                decider_id=user,
+                standby=True,
+                operator_key=operator_key,
+            ),
+            SECRET,
+        )
     _write(
         root / "operator.toml",
         configs.render_operator(access(mosquitto.OPERATOR_USER, "broker/ca.crt"), plan.pool, ranked),
@@ -251,17 +280,22 @@ def _write_all(plan: BundlePlan) -> None:
 def summary(plan: BundlePlan) -> str:
     root = plan.root
     node_files = " ".join(f"nodes/{n}.toml" for n in plan.nodes)
+    standbys = "".join(f" {u}.toml" for u in mosquitto.decider_users(plan.deciders)[1:])
+    standby_run = "".join(
+        f"\n  bpfailover decider -c {root}/{u}.toml     (the standby decider, best on another machine)"
+        for u in mosquitto.decider_users(plan.deciders)[1:]
+    )
     first = plan.nodes[0]
     where = "this machine" if mosquitto.listen_address(plan.broker_host) else "all interfaces"
     return f"""\
 Bundle for pool {plan.pool} written to {root}
   broker/   mosquitto.conf ca.crt server.crt server.key passwd acl data/
-  keys/     ca.key command-signing.key command-signing.pub   (keep off the nodes)
-  decider.toml operator.toml {node_files}
+  keys/     ca.key command-signing.{{key,pub}} operator-signing.{{key,pub}}   (keep off the nodes)
+  decider.toml{standbys} operator.toml {node_files}
 Broker: {plan.broker_host}:{plan.broker_port} (TLS, listening on {where}); topic prefix {plan.prefix}
 Next, each in its own terminal:
   mosquitto -c {root}/broker/mosquitto.conf
-  bpfailover decider -c {root}/decider.toml
+  bpfailover decider -c {root}/decider.toml{standby_run}
   bpfailover actuator -c {root}/nodes/{first}.toml     (and publisher; likewise for each node)
   bpfailover status -c {root}/operator.toml
 To deploy on real nodes, see docs/bundle.md in the bpfailover repository."""

@@ -61,14 +61,33 @@ nodes = [
 """
 
 
-def render_decider(access: MqttAccess, pool: str, nodes: list[tuple[str, int]]) -> str:
+def render_decider(
+    access: MqttAccess,
+    pool: str,
+    nodes: list[tuple[str, int]],
+    *,
+    decider_id: str | None = None,
+    standby: bool = False,
+    operator_key: str | None = None,
+) -> str:
+    name = f"{decider_id}.toml" if decider_id else "decider.toml"
+    op_line = ""
+    if operator_key:
+        op_line = f"operator_key = {toml_str(operator_key)}  # control requests must be signed with its key\n"
+    two = ""
+    if standby:
+        two = f"""\
+id = {toml_str(decider_id or "decider")}
+standby = true               # defers while the decider of decider.toml is alive
+takeover_delay = "1m"        # after its Will, before this one takes over
+"""
     return f"""\
-# bpfailover decider for pool {pool}: bpfailover decider -c decider.toml
+# bpfailover decider for pool {pool}: bpfailover decider -c {name}
 # Relative paths are resolved against this file's folder.
 
 {mqtt_section(access)}
 [decider]
-stale_after = "5m"           # producer's tip older than this: failover candidate
+{two}stale_after = "5m"           # producer's tip older than this: failover candidate
 tick = 1                     # seconds between evaluations (also on every message)
 rise = 2                     # consecutive fresh reports before a node is eligible
 min_switch_interval = "5m"
@@ -79,7 +98,7 @@ max_clock_skew = 10
 apply_timeout = "2m"
 dry_run = false              # true: publish decisions on the dryrun topics only
 signing_key = "keys/command-signing.key"
-
+{op_line}
 # Nodes in order of preference; the first one starts as producer.
 {pools_section(pool, nodes)}"""
 
@@ -93,6 +112,9 @@ def render_operator(access: MqttAccess, pool: str, nodes: list[tuple[str, int]])
 {mqtt_section(access)}
 [pool]
 id = {toml_str(pool)}
+
+[operator]
+signing_key = "keys/operator-signing.key"   # signs control requests (keep it with you)
 
 {pools_section(pool, nodes)}"""
 

@@ -20,6 +20,12 @@ MAX_PACKET_SIZE = 2 * MAX_PAYLOAD
 DECIDER_USER = "decider"
 OPERATOR_USER = "operator"
 SERVICE_USERS = (DECIDER_USER, OPERATOR_USER)
+MAX_DECIDERS = 2
+
+
+def decider_users(count: int = 1) -> list[str]:
+    """The broker users (and decider ids) of ``count`` deciders: decider, decider-2."""
+    return [DECIDER_USER, *(f"{DECIDER_USER}-{i}" for i in range(2, count + 1))]
 
 LOOPBACK_HOSTS = {"127.0.0.1": "127.0.0.1", "localhost": "127.0.0.1", "::1": "::1"}
 
@@ -123,7 +129,7 @@ log_timestamp_format %Y-%m-%dT%H:%M:%S
 """
 
 
-def render_acl(*, pool: str, nodes: list[str], prefix: str) -> str:
+def render_acl(*, pool: str, nodes: list[str], prefix: str, deciders: int = 1) -> str:
     """Least privilege: a node reaches only its own topics; anything not granted is denied."""
     topics = Topics(prefix)
     lines = [
@@ -141,18 +147,24 @@ def render_acl(*, pool: str, nodes: list[str], prefix: str) -> str:
             "",
         ]
     base = f"{prefix}/{pool}"
+    for user in decider_users(deciders):
+        lines += [
+            "# decider: reads every node's tip and state and the operator's requests; it reads",
+            "# its own retained role, dry-run and status messages back to recover after a restart,",
+            "# and every decider's presence; it writes its own",
+            f"user {user}",
+            f"topic read {base}/tip/+",
+            f"topic read {base}/state/+",
+            f"topic read {topics.control(pool)}",
+            f"topic readwrite {base}/role/+",
+            f"topic readwrite {base}/dryrun/+",
+            f"topic readwrite {topics.decider(pool)}",
+            f"topic write {topics.events(pool)}",
+            f"topic read {base}/deciders/+",
+            f"topic readwrite {topics.presence(pool, user)}",
+            "",
+        ]
     lines += [
-        "# decider: reads every node's tip and state and the operator's requests; it reads",
-        "# its own retained role, dry-run and status messages back to recover after a restart",
-        f"user {DECIDER_USER}",
-        f"topic read {base}/tip/+",
-        f"topic read {base}/state/+",
-        f"topic read {topics.control(pool)}",
-        f"topic readwrite {base}/role/+",
-        f"topic readwrite {base}/dryrun/+",
-        f"topic readwrite {topics.decider(pool)}",
-        f"topic write {topics.events(pool)}",
-        "",
         "# operator (bpfailover status, switchover, ...): sends requests, reads the whole pool",
         f"user {OPERATOR_USER}",
         f"topic write {topics.control(pool)}",

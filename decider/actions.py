@@ -51,4 +51,12 @@ class Reject:
     detail: str
 
 
-Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent | Reject
+@dataclass(frozen=True)
+class PublishPresence:
+    """Retained on ``{prefix}/{pool}/deciders/{decider}``: this decider's own presence."""
+
+    pool: str
+    status: DeciderStatus
+
+
+Action = PublishRole | PublishDryRun | PublishStatus | PublishEvent | Reject | PublishPresence

@@ -102,6 +102,7 @@ def _apply(out: Outbox, request: ControlRequest) -> str:
         was_frozen = view.frozen
         view.paused, view.paused_until, view.frozen = False, None, False
         view.changes.clear()
+        view.changes_wall.clear()
         view.shadow = None
         return "resumed" + (" (unfrozen, flap budget reset)" if was_frozen else "")
     # maintenance

@@ -71,6 +71,8 @@ def status_key(view: PoolView) -> tuple[object, ...]:
         view.dry_run,
         tuple(sorted(view.maintenance.items())) if view.maintenance else (),
         None if t is None else (t.kind, t.from_, t.to, t.epoch, t.phase, t.started.wall),
+        tuple(view.changes_wall),
+        view.last_change_wall,
     )
 
 
@@ -94,6 +96,11 @@ def build_status(view: PoolView, ctx: Context, now: Now, *, online: bool = True)
         maintenance=dict(view.maintenance),
         transition=transition,
         updated_at=now.wall,
+        instance=ctx.instance,
+        standby=ctx.settings.standby if ctx.instance is not None else None,
+        mode=ctx.mode if ctx.instance is not None else None,
+        changes=list(view.changes_wall),
+        last_change_at=view.last_change_wall,
     )
 
 

@@ -29,6 +29,9 @@ class StateSeen:
 
     pool: str
     state: NodeState
+    # The epoch it claims is backed by the signed command it carries (``signing.claim_backed``),
+    # or there is no key to check with. An untrusted claim never moves the pool's epoch.
+    trusted: bool = True
 
 
 @dataclass(frozen=True)
@@ -50,11 +53,22 @@ class StatusReadBack:
 
 
 @dataclass(frozen=True)
+class PresenceSeen:
+    """A decider's presence on ``deciders/{id}``: another decider's, a duplicate's, or our own."""
+
+    pool: str
+    status: DeciderStatus
+    retained: bool
+
+
+@dataclass(frozen=True)
 class ControlAsked:
     """An operator's request."""
 
     pool: str
     request: ControlRequest
+    refused: str | None = None  # why the shell's checks refused it (signature, age, replay)
+    by: str | None = None  # who asked, as the shell could tell (the operator key's id)
 
 
 @dataclass(frozen=True)
@@ -84,6 +98,7 @@ Fact = (
     | StateSeen
     | RoleReadBack
     | StatusReadBack
+    | PresenceSeen
     | ControlAsked
     | LinkChanged
     | RetainedReadDone

@@ -40,6 +40,10 @@ def check_invariants(settings: DeciderSettings, keepalive: float, fence_after: f
             f"({s.max_failovers}) x decider.min_switch_interval ({s.min_switch_interval:g}s), "
             "or the flap budget can never be spent"
         )
+    if s.takeover_delay <= 0:
+        # A standby must never take over in the same instant as the Will: the lost decider's
+        # last commands may still be on their way (the default, 60 s, covers a keepalive).
+        raise ConfigError(f"decider.takeover_delay ({s.takeover_delay:g}s) must be greater than 0")
     if s.status_interval <= 0:
         raise ConfigError(f"decider.status_interval ({s.status_interval:g}s) must be greater than 0")
     if fence_after is not None and fence_after > 0:

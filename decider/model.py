@@ -34,6 +34,10 @@ class Context:
     settings: DeciderSettings
     decider_id: str
     keepalive: float
+    # Two deciders per pool (``decider.peers``): this process's random id, and what it does now.
+    # Without an instance (the core built alone, as in most tests) statuses carry neither.
+    instance: str | None = None
+    mode: str = "active"
 
     def fence_wait(self, fence_after: float) -> float:
         """How long after an actuator's Last Will its node is certainly fenced."""
@@ -65,10 +69,13 @@ class NodeView:
     # The connection of the latest Will counted in offline_since: a Will of another connection
     # restarts the wait (the actuator's fence clock restarted with that connection's contact).
     offline_conn: str | None = None
+    online_conn: str | None = None  # the connection of the latest online report
     # A connection whose clean-stop report we saw: its Will, if it comes, promises no fence.
     stopped_conn: str | None = None
     # Why its last tip was refused (a time ahead of our clock): not eligible while it lasts.
     refused_tip: str | None = None
+    # Whether the epoch its state claims is backed by a signed command (see facts.StateSeen).
+    claim_trusted: bool = True
 
     def promises_fence(self) -> bool:
         """Whether the offline actuator promised to fence its node (not a clean stop, fencing on)."""
@@ -127,6 +134,10 @@ class PoolView:
     transition: Transition | None = None
     last_change_mono: float | None = None
     changes: deque[float] = field(default_factory=deque)  # mono times of automatic changes
+    # The same instants as unix times, for the retained status: a restarted decider (or the other
+    # decider taking over) restores the flap history from them (``recovery``).
+    last_change_wall: float | None = None
+    changes_wall: deque[float] = field(default_factory=deque)
     paused: bool = False
     paused_until: float | None = None  # wall
     frozen: bool = False
@@ -144,7 +155,7 @@ class PoolView:
         for node in self.nodes.values():
             if node.command is not None:
                 top = max(top, node.command.epoch)
-            if node.state is not None:
+            if node.state is not None and node.claim_trusted:
                 top = max(top, node.state.epoch)
         if self.transition is not None:
             top = max(top, self.transition.epoch)

@@ -25,7 +25,7 @@ from bpfailover.settings import PoolSpec
 from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
 from decider import control, recovery, rule, safety, transition
 from decider.actions import Action
-from decider.emit import Outbox, status_key
+from decider.emit import Outbox, build_status, status_key
 from decider.invariants import fence_warning
 from decider.model import Command, Context, NodeView, Now, PoolView
 
@@ -116,13 +116,19 @@ class PoolMachine:
         return True
 
     @fact
-    def on_state(self, state: NodeState, now: Now) -> list[Action]:
+    def on_state(self, state: NodeState, now: Now, *, trusted: bool = True) -> list[Action]:
         node = self.view.nodes[state.node]
+        node.claim_trusted = trusted
         if state.online:
-            node.offline_since, node.offline_conn = None, None
-        elif node.offline_since is None or (state.conn is not None and state.conn != node.offline_conn):
-            # Each connection's Will restarts the wait: the actuator may have been in contact
-            # (its report acknowledged) on the connection this Will ends.
+            node.offline_since, node.offline_conn, node.online_conn = None, None, state.conn
+        elif node.offline_since is None or (
+            state.conn is not None and state.conn != node.offline_conn and state.conn == node.online_conn
+        ):
+            # The wait restarts at the Will of a connection we saw a report from: the actuator's
+            # fence counts from its last acknowledged report, which reaches us before that Will.
+            # The Will of a connection that never got a report through (a lossy link that only
+            # connects) does not: the actuator had no contact on it, and waiting again at every
+            # such Will would never end while the link flaps.
             node.offline_since, node.offline_conn = now.mono, state.conn
         if state.stopped:
             node.stopped_conn = state.conn
@@ -183,7 +189,9 @@ class PoolMachine:
     def on_status(self, status: DeciderStatus, retained: bool) -> None:
         view = self.view
         if not view.recovered:
-            if retained:
+            # Retained at a start; live too while another decider is active and this one waits:
+            # the latest status is what a recovery starts from.
+            if retained or (status.instance is not None and status.instance != self.ctx.instance):
                 view.read_back_status = status
             return
         if status.decider == self.ctx.decider_id and not status.online:
@@ -191,8 +199,12 @@ class PoolMachine:
             view.last_status = None
 
     @fact
-    def on_control(self, request: ControlRequest, now: Now) -> list[Action]:
+    def on_control(self, request: ControlRequest, now: Now, *, refused: str | None = None) -> list[Action]:
         out = Outbox(self.view, self.ctx, now)
+        if refused is not None:  # nothing of it is applied
+            reason = f"{request.action}: refused: {refused}"
+            out.event("control", reason, request_id=request.request_id, ok=False)
+            return out.actions
         if not self.view.recovered:
             out.event(
                 "control",
@@ -203,6 +215,25 @@ class PoolMachine:
             return out.actions
         control.handle(out, request, self.answers)
         return out.actions + self.evaluate(now)
+
+    @fact
+    def activate(self) -> None:
+        """This decider takes over the pool: the next evaluation recovers it, as after a restart."""
+        self.view.recovered = False
+
+    @fact
+    def deactivate(self, now: Now) -> list[Action]:
+        """Another decider takes over: stop deciding, and keep what we knew as the status to
+        recover from should we take over again before anyone publishes a newer one."""
+        view = self.view
+        if view.recovered:
+            view.read_back_status = build_status(view, self.ctx, now)
+        view.recovered = False
+        view.transition = None
+        view.shadow = None
+        view.alerts = set()
+        view.last_status, view.last_status_mono = None, None
+        return []
 
     @fact
     def on_link_up(self, now: Now) -> None:
@@ -374,6 +405,7 @@ class PoolMachine:
             return
         if decision.kind != "bootstrap":
             view.changes.append(now.mono)
+            view.changes_wall.append(now.wall)
         transition.start(
             out, kind=decision.kind, to=decision.to, from_=decision.from_, reason=decision.reason
         )
@@ -490,6 +522,13 @@ class PoolMachine:
         self._no_fence_alert(out)
         for node in view.nodes.values():
             s = node.state
+            if s is not None and not node.claim_trusted:
+                out.alert(
+                    f"claim:{node.name}:{s.epoch}",
+                    f"{node.name} reports {s.role} at epoch {s.epoch} without a valid signed command behind "
+                    "it: its claim is ignored (a forged state, or an actuator without the decider's key)",
+                    to=node.name,
+                )
             if s is not None:
                 warning = fence_warning(node.name, s.fence_after, ctx.settings, ctx.keepalive)
                 if warning is not None:

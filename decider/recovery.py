@@ -14,6 +14,9 @@ pause, maintenance, freeze, and the transition in progress). The result is one o
 
 from __future__ import annotations
 
+from collections import deque
+
+from bpfailover.wire import DeciderStatus
 from decider import transition
 from decider.emit import Outbox
 from decider.model import NodeView, PoolView, Transition
@@ -30,6 +33,30 @@ def _restore_operator_state(out: Outbox) -> None:
     view.paused_until = status.paused_until
     view.frozen = status.frozen
     view.maintenance = {n: u for n, u in status.maintenance.items() if n in view.nodes}
+    _restore_flap_history(out, status)
+
+
+def _mono_of(wall: float, out: Outbox) -> float:
+    """A past unix time on our monotonic clock. One from the future (a clock stepped back, or
+    another host's clock ahead) counts as now: the later a change, the longer it holds us back."""
+    return out.now.mono - max(0.0, out.now.wall - wall)
+
+
+def _restore_flap_history(out: Outbox, status: DeciderStatus) -> None:
+    """min_switch_interval and the flap budget go on across a restart or a change of decider.
+
+    The status keeps them as unix times; a wall clock stepped between the two readings moves
+    them by as much (documented in docs/decider.md). Merged with what this process already
+    knows (a standby that was active before), so that nothing is forgotten.
+    """
+    view, now = out.view, out.now
+    window = out.ctx.settings.flap_window
+    walls = sorted({round(t, 3) for t in [*status.changes, *view.changes_wall] if now.wall - t < window})
+    view.changes_wall = deque(walls)
+    view.changes = deque(_mono_of(t, out) for t in walls)
+    last = max((t for t in (status.last_change_at, view.last_change_wall) if t is not None), default=None)
+    if last is not None:
+        view.last_change_wall, view.last_change_mono = last, _mono_of(last, out)
 
 
 def _producing_in_states(view: PoolView, epoch: int) -> NodeView | None:
@@ -40,7 +67,7 @@ def _producing_in_states(view: PoolView, epoch: int) -> NodeView | None:
     """
     for node in view.nodes.values():
         s = node.state
-        if s is None or s.epoch != epoch or s.dry_run:
+        if s is None or s.epoch != epoch or s.dry_run or not node.claim_trusted:
             continue
         if s.fenced or (s.role == "producer" and s.pending is None):
             return node

@@ -152,4 +152,6 @@ def budget_spent(view: PoolView, ctx: Context, now: Now) -> bool:
     window = ctx.settings.flap_window
     while view.changes and view.changes[0] <= now.mono - window:
         view.changes.popleft()
+        if view.changes_wall:
+            view.changes_wall.popleft()
     return len(view.changes) >= ctx.settings.max_failovers

@@ -19,7 +19,14 @@ from decider.model import Context, NodeView, Now, PoolView, Transition
 def acked(node: NodeView, epoch: int) -> bool:
     """The actuator reports relay applied at ``epoch`` or later, with nothing pending."""
     s = node.state
-    return s is not None and s.online and s.role == "relay" and s.epoch >= epoch and s.pending is None
+    return (
+        s is not None
+        and s.online
+        and s.role == "relay"
+        and s.epoch >= epoch
+        and s.pending is None
+        and node.claim_trusted
+    )
 
 
 def applied(node: NodeView, epoch: int) -> bool:
@@ -171,16 +178,20 @@ def rogue(view: PoolView, node: NodeView) -> bool:
     """Producing without our command: applied producer, not our producer, at or below our epoch
     (or at none: a cloned disk). Above our epoch the decider is behind instead (``ahead``)."""
     s = node.state
-    if s is None or not applied_producer(node) or s.epoch > view.epoch:
+    if s is None or not applied_producer(node) or node.name == view.producer:
         return False
-    return node.name != view.producer
+    return not node.claim_trusted or s.epoch <= view.epoch
 
 
 def ahead(view: PoolView) -> NodeView | None:
     """A node that applied producer at an epoch above ours: newer state the decider must learn."""
     if view.dry_run:
         return None  # a dry-run pool's epochs are its would-be ones, not the nodes'
-    found = [n for n in view.nodes.values() if applied_producer(n) and n.state and n.state.epoch > view.epoch]
+    found = [
+        n
+        for n in view.nodes.values()
+        if applied_producer(n) and n.claim_trusted and n.state and n.state.epoch > view.epoch
+    ]
     return max(found, key=lambda n: (n.state.epoch if n.state else 0, n.name), default=None)
 
 

@@ -20,6 +20,15 @@ its phase): a crash then leaves an accurate retained status behind instead of an
 one. Other pools have no Will: their presence is judged by ``DeciderStatus.updated_at``,
 republished every ``status_interval``. SIGTERM and SIGINT publish ``online=false`` for
 every pool and exit cleanly.
+
+Two deciders (``decider.peers``): the work connection's own Last Will is this decider's
+presence on ``{prefix}/{pool}/deciders/{id}`` (first pool) saying offline; the presence is
+republished on every change of mode and at least every 10 s. The pool-status Will above
+exists only while this decider is active (a standby's Will must not overwrite the active
+one's status). Before connecting under its client id, the decider looks for a live process
+with its decider id (``decider.probe``) and refuses to start if there is one; a broker
+session taken over (MQTT 5 reason "Session taken over") or a duplicate seen later makes it
+stop with exit code 1, so that two processes never take the session from each other in turn.
 """
 
 from __future__ import annotations
@@ -28,14 +37,25 @@ import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.logs import log_exception
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import KeyLoadError, SignatureError, load_signing_key, sign_command, verify_command
+from bpfailover.signing import (
+    KeyLoadError,
+    SignatureError,
+    claim_backed,
+    load_signing_key,
+    load_verify_key,
+    sign,
+    sign_command,
+    verify,
+    verify_command,
+)
 from bpfailover.topics import TopicError, Topics, check_id
 from bpfailover.wire import (
     ControlRequest,
@@ -47,14 +67,24 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus, Reject
+from decider.actions import (
+    Action,
+    PublishDryRun,
+    PublishEvent,
+    PublishPresence,
+    PublishRole,
+    PublishStatus,
+    Reject,
+)
 from decider.alerts import KesWatch
 from decider.alerts import from_settings as alerts_from_settings
-from decider.core import Decider
+from decider.control_gate import ControlGate
+from decider.core import PRESENCE_INTERVAL, Decider
 from decider.facts import (
     ControlAsked,
     Due,
     LinkChanged,
+    PresenceSeen,
     RetainedReadDone,
     RoleReadBack,
     StateSeen,
@@ -65,11 +95,14 @@ from decider.facts import (
 from decider.invariants import check_invariants
 from decider.metrics import DeciderMetrics
 from decider.model import Now
+from decider.probe import find_duplicate
 from decider.retained import RetainedRead
 
 log = logging.getLogger("bpfailover.decider")
 
 SHUTDOWN_PUBLISH_TIMEOUT = 5.0
+HANDBACK_FLUSH_TIMEOUT = 5.0  # seconds to wait for role commands in flight before deferring
+TAKEN_OVER = "Session taken over"  # MQTT 5 DISCONNECT reason: a client with our id connected
 
 EventListener = Callable[[DecisionEvent], None]
 
@@ -119,7 +152,7 @@ class Presence:
     @staticmethod
     def _key(status: DeciderStatus) -> bytes:
         """Everything the Will says but its timestamp: a change in any of it makes a new Will."""
-        return status.model_copy(update={"updated_at": 0.0}).to_json()
+        return status.model_copy(update={"updated_at": 0.0, "sig": None}).to_json()
 
     def update(self, status: DeciderStatus) -> None:
         """Ask for a Will carrying ``status``; returns at once."""
@@ -129,12 +162,27 @@ class Presence:
             self._wanted = status
         self._wake.set()
 
+    def clear(self) -> None:
+        """No Will at all (a standby's must not overwrite the active decider's status); at once."""
+        with self._lock:
+            if self.key is None and self._wanted is None:
+                return
+            self._wanted, self._clear = None, True
+        self._wake.set()
+
+    _clear = False
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.wait()
             self._wake.clear()
             with self._lock:
                 status, self._wanted = self._wanted, None
+                clear, self._clear = self._clear, False
+            if clear and self.link is not None:
+                self.link.stop()  # clean: the broker discards the Will
+                self.link, self.key = None, None
+                log.info("presence: no status Will while another decider is active")
             if status is None or self._stop.is_set() or self._key(status) == self.key:
                 continue
             if self.link is not None:
@@ -197,10 +245,23 @@ class DeciderService:
                 self.signing_key = load_signing_key(settings.signing_key)
             except KeyLoadError as exc:
                 raise ConfigError(f"decider.signing_key: {exc}") from None
+        operator_key = None
+        if settings.operator_key:
+            try:
+                operator_key = load_verify_key(settings.operator_key)
+            except KeyLoadError as exc:
+                raise ConfigError(f"decider.operator_key: {exc}") from None
+        else:
+            log.warning(
+                "decider.operator_key is not set: control requests (failover --force included) are "
+                "taken unsigned from anyone who may write the control topic"
+            )
+        self.control_gate = ControlGate(operator_key)
         self.config = config
         self.topics = Topics(config.mqtt.prefix)
         self.listeners = list(listeners or [])
         self.rejections = Rejections("decider", log)
+        self.instance = uuid.uuid4().hex[:12]  # this process: tells a second one with our id apart
         self.core = Decider(
             settings,
             config.pools,
@@ -208,7 +269,13 @@ class DeciderService:
             keepalive=config.mqtt.keepalive,
             now=wall_and_mono(),
             wait_for_read=True,
+            instance=self.instance,
         )
+        self.exit_code = 0
+        self._stop: threading.Event | None = None
+        self._presence_delivery: Delivery | None = None
+        self._presence_refused = False
+        self._mode = self.core.ctx.mode
         self.retained_read = RetainedRead()
         subscriptions: list[str] = []
         for pool in config.pools:
@@ -217,12 +284,22 @@ class DeciderService:
                 self.topics.wildcard("state", pool.id),
                 self.topics.wildcard("role", pool.id),
                 self.topics.decider(pool.id),
+                self.topics.wildcard("deciders", pool.id),
                 self.topics.control(pool.id),
             ]
         client_id = make_client_id("decider", self.decider_id)
+        first = config.pools[0].id
+        self.presence_topic = self.topics.presence(first, self.decider_id)
+        will = self.core.presence(wall_and_mono(), online=False)
+        assert will is not None
         # Up to one status and one event per pool at once (recovery, heartbeats): a wide window.
         self.link = MqttLink(
-            config.mqtt, client_id, subscriptions=subscriptions, inflight=INFLIGHT, mark_subscribed=True
+            config.mqtt,
+            client_id,
+            subscriptions=subscriptions,
+            inflight=INFLIGHT,
+            mark_subscribed=True,
+            will=(self.presence_topic, self._status_json(will.status)),
         )
         # One inbox: the command link's connection events reach the core too (see _link_event).
         self.commands = MqttLink(
@@ -265,6 +342,15 @@ class DeciderService:
             return []
         which = "role commands" if event.link == self.commands.client_id else "work"
         log.info("broker link (%s) %s (%s)", which, event.kind, event.reason)
+        if event.kind == "disconnected" and event.reason == TAKEN_OVER:
+            # Another client connected with our client id: another decider with our id. Going on
+            # would take the session back, and it would take it again, for ever: stop instead.
+            self.core.process(LinkChanged(False), now)
+            self._refuse(
+                f"another decider with id {self.decider_id} is running (it took over this decider's broker "
+                "session, same MQTT client id); give each decider its own [decider] id"
+            )
+            return []
         if event.link == self.link.client_id and event.kind == "disconnected":
             self.retained_read.lost()  # a new connection sends everything retained again
         self._links_up[event.link] = event.kind == "connected"
@@ -297,6 +383,22 @@ class DeciderService:
             return []
         if not item.payload:
             return []  # a retained message being cleared
+        if where.kind == "deciders":
+            try:
+                status = decode(DeciderStatus, item.payload, pool=where.pool)
+                if self.public_key is not None:
+                    verify(status, self.public_key)
+            except PayloadRejected as exc:
+                self.rejections.reject(exc.reason, exc.detail, topic=topic)
+                return []
+            except SignatureError as exc:
+                self.rejections.reject(exc.reason, str(exc), topic=topic)
+                return []
+            if status.decider != where.node:
+                why = f"payload decider {status.decider!r} but topic {where.node!r}"
+                self.rejections.reject("topic_mismatch", why, topic=topic)
+                return []
+            return self.core.process(PresenceSeen(where.pool, status, item.retain), now)
         if where.node is not None and not self.core.knows(where.pool, where.node):
             self.rejections.reject(
                 "unknown_node", f"node {where.node!r} is not in pool {where.pool}", topic=topic
@@ -307,11 +409,14 @@ class DeciderService:
             if where.kind == "tip":
                 report = decode(TipReport, item.payload, pool=pool, node=where.node)
                 kes = self.kes_watch.observe(pool, report.node, report.kes_periods_left, now.wall)
-                extra: list[Action] = [PublishEvent(pool, kes)] if kes is not None else []
+                # (A standby keeps quiet: the active decider raises it.)
+                quiet = kes is None or not self.core.active
+                extra: list[Action] = [] if quiet else [PublishEvent(pool, kes)]  # type: ignore[arg-type]
                 return extra + self.core.process(TipSeen(pool, report, item.received_at, item.retain), now)
             if where.kind == "state":
                 state = decode(NodeState, item.payload, pool=pool, node=where.node)
-                return self.core.process(StateSeen(pool, state), now)
+                trusted = self.public_key is None or claim_backed(state, self.public_key)
+                return self.core.process(StateSeen(pool, state, trusted), now)
             if where.kind == "role":
                 command = decode(RoleCommand, item.payload, pool=pool, node=where.node)
                 # Every command on a role topic must carry our key's signature, whichever
@@ -321,6 +426,8 @@ class DeciderService:
                 return self.core.process(RoleReadBack(pool, command, item.retain), now)
             if where.kind == "decider":
                 status = decode(DeciderStatus, item.payload, pool=pool)
+                if self.public_key is not None:  # recovery trusts it: a forged "frozen" must not count
+                    verify(status, self.public_key)
                 return self.core.process(StatusReadBack(pool, status, item.retain), now)
             if where.kind == "control":
                 if item.retain:
@@ -329,14 +436,18 @@ class DeciderService:
                     )
                     return []
                 request = decode(ControlRequest, item.payload, pool=pool)
+                refused, by = self.control_gate.check(request, now.wall)
                 log.info(
-                    "pool=%s control %s request_id=%s by %s",
+                    "pool=%s control %s request_id=%s by %s%s",
                     pool,
                     request.action,
                     request.request_id,
-                    request.requested_by,
+                    by,
+                    f": refused: {refused}" if refused else "",
                 )
-                return self.core.process(ControlAsked(pool, request), now)
+                if refused is not None:
+                    self.rejections.reject("control", refused, topic=topic)
+                return self.core.process(ControlAsked(pool, request, refused, by), now)
         except PayloadRejected as exc:
             self.rejections.reject(exc.reason, exc.detail, topic=topic)
         except SignatureError as exc:
@@ -345,8 +456,18 @@ class DeciderService:
 
     # --- out ----------------------------------------------------------------------------------
 
+    def _signed(self, status: DeciderStatus) -> DeciderStatus:
+        """Statuses are signed like role commands: recovery and the standby trust what they say."""
+        return sign(status, self.signing_key) if self.signing_key is not None else status
+
+    def _status_json(self, status: DeciderStatus) -> bytes:
+        return self._signed(status).to_json()
+
     def publish(self, actions: list[Action]) -> None:
         for action in actions:
+            if isinstance(action, PublishPresence):
+                self._publish_presence(action.status)
+                continue
             if isinstance(action, PublishRole | PublishDryRun):
                 command = action.command
                 if self.signing_key is not None:
@@ -367,13 +488,13 @@ class DeciderService:
                 topic = self.topics.tip(action.pool, action.node)
                 self.rejections.reject(action.reason, action.detail, topic=topic)
             elif isinstance(action, PublishStatus):
-                self.link.publish(self.topics.decider(action.pool), action.status.to_json(), retain=True)
+                topic = self.topics.decider(action.pool)
+                self.link.publish(topic, self._status_json(action.status), retain=True)
             elif isinstance(action, PublishEvent):
                 event = action.event
                 self.link.publish(self.topics.events(action.pool), event.to_json())
-                level = (
-                    logging.INFO if event.kind in ("control", "promoted", "recovered") else logging.WARNING
-                )
+                routine = event.kind in ("control", "promoted", "recovered", "decider")
+                level = logging.INFO if routine else logging.WARNING
                 log.log(level, "%s", _event_line(event))
                 for listener in self.listeners:
                     try:
@@ -382,11 +503,46 @@ class DeciderService:
                         log_exception(log, "event listener failed (ignored)")
         if actions:
             self._refresh_presence()
+        if self.core.refused is not None:
+            self._refuse(self.core.refused)
+
+    def _publish_presence(self, status: DeciderStatus) -> None:
+        if self._mode == "active" and status.mode != "active":
+            # Handing over: every role command of ours must be at the broker before the other
+            # decider learns that we defer, or one could arrive after its recovery.
+            self.presence.clear()
+            if not self.commands.flush(HANDBACK_FLUSH_TIMEOUT):
+                log.warning("%d role commands not acknowledged before deferring", self.commands.pending())
+        self._mode = status.mode or self._mode
+        previous = self._presence_delivery
+        if previous is not None and previous.done and previous.refused and not self._presence_refused:
+            self._presence_refused = True
+            log.warning(
+                "the broker refuses this decider's presence on %s (%s): grant the decider user "
+                "`topic readwrite %s/+` in the broker's ACL (docs/operations.md, Two deciders)",
+                self.presence_topic,
+                previous.refused,
+                self.presence_topic.rsplit("/", 1)[0],
+            )
+        self._presence_delivery = self.link.publish(
+            self.presence_topic, self._status_json(status), retain=True
+        )
 
     def _refresh_presence(self) -> None:
-        will = self.core.will(wall_and_mono())
-        if will is not None:
-            self.presence.update(will.status)
+        now = wall_and_mono()
+        will = self.core.will(now)
+        if will is not None and self.core.active:
+            self.presence.update(self._signed(will.status))
+        elif not self.core.active:
+            self.presence.clear()
+
+    def _refuse(self, line: str) -> None:
+        """Stop the process with exit code 1 and one line saying why."""
+        if self.exit_code == 0:
+            log.error("%s", line)
+        self.exit_code = 1
+        if self._stop is not None:
+            self._stop.set()
 
     def wake_in(self) -> float | None:
         """Seconds until a producer's tip goes stale (the serve loop wakes for it)."""
@@ -413,6 +569,19 @@ class DeciderService:
     # --- life ---------------------------------------------------------------------------------
 
     def serve(self, stop: threading.Event) -> int:
+        self._stop = stop
+        refresh = min(self.config.decider.status_interval, PRESENCE_INTERVAL) + 2.0
+        line = find_duplicate(
+            self.config.mqtt,
+            self.presence_topic,
+            self.config.pools[0].id,
+            self.decider_id,
+            self.instance,
+            refresh,
+        )
+        if line is not None:
+            log.error("%s", line)
+            return 1
         try:
             self.link.start(persistent=True)
             self.commands.start(persistent=True)
@@ -435,8 +604,10 @@ class DeciderService:
             self.metrics_served = True
             log.info("metrics on http://%s:%d/metrics", settings.metrics_address, port)
         log.info(
-            "decider %s serving %s (stale_after %gs, startup_grace %gs%s)",
+            "decider %s (instance %s%s) serving %s (stale_after %gs, startup_grace %gs%s)",
             self.decider_id,
+            self.instance,
+            ", standby" if settings.standby else "",
             pools,
             settings.stale_after,
             settings.startup_grace,
@@ -464,7 +635,7 @@ class DeciderService:
             )
         finally:
             self.shutdown()
-        return 0
+        return self.exit_code
 
     def shutdown(self) -> None:
         deliveries = []
@@ -472,7 +643,12 @@ class DeciderService:
         for action in actions:
             if isinstance(action, PublishStatus):
                 topic = self.topics.decider(action.pool)
-                deliveries.append(self.link.publish(topic, action.status.to_json(), retain=True))
+                deliveries.append(self.link.publish(topic, self._status_json(action.status), retain=True))
+        gone = self.core.presence(wall_and_mono(), online=False)
+        if gone is not None and self.link.connected.is_set() and self.exit_code == 0:
+            # (A refused duplicate says nothing: the presence of our id is the other process's.)
+            gone_json = self._status_json(gone.status)
+            deliveries.append(self.link.publish(self.presence_topic, gone_json, retain=True))
         if not self.commands.flush(SHUTDOWN_PUBLISH_TIMEOUT):
             log.warning("%d role commands not acknowledged before exit", self.commands.pending())
         deadline = time.monotonic() + SHUTDOWN_PUBLISH_TIMEOUT

@@ -116,7 +116,7 @@ def _complete(out: Outbox, txn: Transition) -> None:
     view.producer = txn.to
     view.transition = None
     if txn.kind not in NOT_A_SWITCH:
-        view.last_change_mono = now.mono
+        view.last_change_mono, view.last_change_wall = now.mono, now.wall
     view.shadow = None
     out.status()
     out.event(

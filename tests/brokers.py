@@ -34,6 +34,8 @@ from typing import Any, TypeVar
 import pytest
 
 from bpfailover.settings import MqttSettings, read_toml
+from bpfailover.signing import load_signing_key, sign
+from bpfailover.wire import ControlRequest
 from broker.bundle import write_bundle
 from broker.mosquitto import find_mosquitto as broker_binary
 from broker.passwd import new_password, passwd_line
@@ -165,9 +167,9 @@ class BrokerHandle:
         """``nodes/<name>.toml`` for a node, else ``decider.toml`` or ``operator.toml``."""
         if name in self.nodes:
             return self.bundle / "nodes" / f"{name}.toml"
-        if name in ("decider", "operator"):
+        if name in ("decider", "decider-2", "operator"):
             return self.bundle / f"{name}.toml"
-        known = ", ".join([*self.nodes, "decider", "operator"])
+        known = ", ".join([*self.nodes, "decider", "decider-2", "operator"])
         raise KeyError(f"no config for {name!r}: use one of {known}")
 
     def credentials(self, user: str) -> tuple[str, str]:
@@ -286,6 +288,11 @@ class BrokerHandle:
         finally:
             client.disconnect()
             client.loop_stop()
+
+    def control(self, **fields: Any) -> ControlRequest:
+        """A control request for this pool, signed with the bundle's operator key, sent now."""
+        request = ControlRequest(pool=self.pool, sent_at=time.time(), **fields)
+        return sign(request, load_signing_key(self.bundle / "keys" / "operator-signing.key"))
 
     def publish(self, topic: str, payload: str | bytes, *, retain: bool = False, qos: int = 1) -> None:
         """Publish as the test admin and wait for the broker's acknowledgement."""
@@ -576,13 +583,14 @@ def make_broker(
         prefix = env.prefix if prefix == "bpfailover" else prefix
         common["prefix"] = prefix
         write_bundle(bundle, pool=pool, nodes=nodes, broker_host=env.host, broker_port=env.port,
-                     prefix=prefix)
+                     prefix=prefix, deciders=2)
         handle: BrokerHandle = ExternalBroker(bundle, env=env, host=env.host, port=env.port, **common)
         _point_configs_at(handle)
     elif kind == "docker":
         host = docker_host()
         port = free_port()
-        write_bundle(bundle, pool=pool, nodes=nodes, broker_host=host, broker_port=port, prefix=prefix)
+        write_bundle(bundle, pool=pool, nodes=nodes, broker_host=host, broker_port=port, prefix=prefix,
+                     deciders=2)
         add_test_admin(bundle, admin_password)
         handle = MosquittoContainer(bundle, host=host, port=port, **common)
     else:
@@ -593,7 +601,9 @@ def make_broker(
                 f"BPF_TEST_MOSQUITTO, or {KIND_ENV}=docker|external"
             )
         port = free_port()
-        write_bundle(bundle, pool=pool, nodes=nodes, broker_host="127.0.0.1", broker_port=port, prefix=prefix)
+        # Two deciders: the standby's user and config too (tests/decider/test_two_deciders.py).
+        write_bundle(bundle, pool=pool, nodes=nodes, broker_host="127.0.0.1", broker_port=port, prefix=prefix,
+                     deciders=2)
         add_test_admin(bundle, admin_password)
         handle = MosquittoProcess(binary, bundle, host="127.0.0.1", port=port, **common)
 
@@ -608,7 +618,7 @@ def make_broker(
 
 def _point_configs_at(handle: BrokerHandle) -> None:
     """Make the bundle's TOML files use the external broker's address and credentials."""
-    for name in [*handle.nodes, "decider", "operator"]:
+    for name in [*handle.nodes, "decider", "decider-2", "operator"]:
         username, password = handle.credentials(name)
         rewrite_mqtt(handle.config_path(name), {
             "tls": handle.tls,

@@ -150,12 +150,12 @@ def test_a_clean_stop_promises_no_fence_and_names_its_connection(node_files: Nod
     producer_at(node_files, 3)
     core = make_core(node_files, clock, MemoryStub(), [])
     core.on_connected("c7", KEEPALIVE)
-    last = core.stop()
+    last = core.stop("c8")  # sent on a last connection whose Will is this same report
     assert (last.online, last.stopped, last.fence_after, last.conn, last.role) == (
         False,
         True,
         0.0,
-        "c7",
+        "c8",
         "producer",
     )
     assert node_files.env_file.read_bytes() == PRODUCER_ENV  # a clean stop leaves the node as it is

@@ -138,6 +138,8 @@ def test_acl_gives_each_node_only_its_own_topics(bundle: Path) -> None:
         "topic readwrite bpfailover/pool1/dryrun/+",
         "topic readwrite bpfailover/pool1/decider",
         "topic write bpfailover/pool1/events",
+        "topic read bpfailover/pool1/deciders/+",
+        "topic readwrite bpfailover/pool1/deciders/decider",
     ]
     assert blocks["operator"] == ["topic write bpfailover/pool1/control", "topic read bpfailover/pool1/#"]
     assert set(blocks) == {*NODES, "decider", "operator"}
@@ -177,6 +179,26 @@ def test_every_toml_loads_and_matches_the_broker(bundle: Path) -> None:
     assert bp2.actuator.restart_command == "true"
     assert bp2.actuator.verify_key == public_key_b64(verify_key)
     assert public_key_b64(load_verify_key(bundle / "keys" / "command-signing.pub")) == bp2.actuator.verify_key
+
+
+def test_two_deciders_get_a_standby_config_with_its_own_user(tmp_path: Path) -> None:
+    write_bundle(tmp_path, pool="pool1", nodes=list(NODES), deciders=2)
+    assert set(passwords(tmp_path)) == {*NODES, "decider", "decider-2", "operator"}
+    first, second = load_config(tmp_path / "decider.toml"), load_config(tmp_path / "decider-2.toml")
+    assert (first.decider.id, first.decider.standby) == (None, False)
+    assert (second.decider.id, second.decider.standby) == ("decider-2", True)
+    assert second.mqtt.username == "decider-2" and second.decider.signing_key == first.decider.signing_key
+    assert second.pools == first.pools
+    acl = (tmp_path / "broker" / "acl").read_text()
+    standby = acl.split("user decider-2\n")[1].split("\n\n")[0].splitlines()
+    assert "topic readwrite bpfailover/pool1/role/+" in standby
+    assert "topic readwrite bpfailover/pool1/deciders/decider-2" in standby
+    assert "topic readwrite bpfailover/pool1/deciders/decider" not in standby
+
+
+def test_the_default_bundle_has_one_decider(bundle: Path) -> None:
+    assert not (bundle / "decider-2.toml").exists()
+    assert "standby" not in (bundle / "decider.toml").read_text()
 
 
 def test_node_toml_shows_production_values_in_comments(bundle: Path) -> None:

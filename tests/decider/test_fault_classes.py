@@ -105,19 +105,43 @@ def test_a_will_after_a_clean_stop_of_the_same_connection_promises_nothing() -> 
     assert producer_commands(sim, "bp2") == []
 
 
-def test_each_new_will_restarts_the_fence_wait() -> None:
-    # A flapping link: the actuator reconnects, gets its report through once, loses it again.
+def test_the_will_of_a_connection_that_got_a_report_through_restarts_the_fence_wait() -> None:
+    # A flapping link: the actuator reconnects and gets its report through once (contact: its
+    # fence clock restarts), then loses the link again.
     sim = Sim(fence_after=10.0)
     sim.bootstrapped()
     wait = 10.0 + KEEPALIVE + sim.settings.fence_margin
     sim.cut("bp1")  # Will of connection c0
     sim.run(wait - 3)
     act = sim.actuators["bp1"]
-    act.conn += 1  # a new connection; its report is lost; then its Will
-    sim.publish_will("bp1")
+    act.conn += 1
+    sim.publish_state("bp1")  # connection c1's report, acknowledged: the actuator's contact
+    act.fenced, act.role = False, "producer"
+    sim.publish_will("bp1")  # ... and c1's Will
     last_will = sim.clock.mono
     assert sim.run(60, until=lambda: sim.producer() == "bp2")
     assert sim.promoted_at("bp2") >= last_will + wait
+
+
+def test_the_will_of_a_connection_that_got_nothing_through_does_not_restart_it() -> None:
+    # A lossy link that only connects: Will after Will, no report ever acknowledged, so the
+    # actuator's fence clock runs from its last real contact. Waiting anew at each Will would
+    # never end: the pool would stay without a producer for as long as the link flaps.
+    sim = Sim(fence_after=10.0)
+    sim.bootstrapped()
+    wait = 10.0 + KEEPALIVE + sim.settings.fence_margin
+    sim.cut("bp1")
+    first = sim.clock.mono
+    act = sim.actuators["bp1"]
+    for _ in range(20):
+        sim.run(4)
+        act.conn += 1  # connects, its report is lost, its Will comes
+        sim.publish_will("bp1")
+        if sim.producer() == "bp2":
+            break
+    assert sim.producer() == "bp2"
+    assert first + wait <= sim.promoted_at("bp2") <= first + wait + 1
+    assert sim.overlaps == []
 
 
 def test_the_same_will_delivered_twice_does_not_restart_the_wait() -> None:

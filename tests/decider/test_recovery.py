@@ -166,3 +166,35 @@ def test_a_restart_raises_no_standby_alarm_while_the_standby_reports_again() -> 
     sim.publishers["bp2"].chain = "dead"  # a standby that really goes away is still reported
     sim.run(sim.settings.stale_after + 2 * sim.interval)
     assert "no_healthy_standby" in sim.kinds()
+
+
+def test_min_switch_interval_survives_a_restart() -> None:
+    """The last change's time is in the retained status: a restart does not reset the interval."""
+    sim = Sim(min_switch_interval=120.0)
+    sim.bootstrapped()
+    sim.publishers["bp1"].chain = "dead"
+    assert sim.run(100, until=lambda: sim.decider.view("pool1").producer == "bp2")
+    changed = sim.clock.mono
+    assert sim.statuses[-1].last_change_at == pytest.approx(sim.clock.wall)
+    sim.restart_decider()
+    sim.publishers["bp1"].chain = "live"
+    sim.publishers["bp2"].chain = "dead"
+    assert sim.run(200, until=lambda: sim.producer() == "bp1")
+    assert sim.clock.mono - changed >= 120.0, "the restarted decider kept min_switch_interval"
+
+
+def test_the_flap_budget_survives_a_crash_loop() -> None:
+    """Changes within flap_window come back from the retained status: restarting does not re-arm."""
+    sim = Sim(min_switch_interval=10.0, max_failovers=2, flap_window=3600.0)
+    sim.bootstrapped()
+    for dead, alive in (("bp1", "bp2"), ("bp2", "bp1")):
+        sim.publishers[dead].chain = "dead"
+        sim.publishers[alive].chain = "live"
+        assert sim.run(200, until=lambda a=alive: sim.decider.view("pool1").producer == a)  # type: ignore[misc]
+        sim.restart_decider()  # a crash loop: every change is followed by a restart
+    assert len(sim.statuses[-1].changes) == 2
+    sim.publishers["bp1"].chain = "dead"
+    sim.publishers["bp2"].chain = "live"
+    sim.run(200)
+    assert sim.producer() == "bp1", "no third automatic change within the window"
+    assert sim.decider.view("pool1").frozen and "frozen" in sim.kinds()

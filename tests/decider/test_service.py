@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.logs import LOG_FORMAT, EscapingFormatter
 from bpfailover.settings import BpfConfig, DeciderSettings, load_config
-from bpfailover.signing import SignatureError, load_verify_key, verify_command
+from bpfailover.signing import SignatureError, load_signing_key, load_verify_key, sign, verify_command
 from bpfailover.topics import Topics
 from bpfailover.wire import (
     ControlRequest,
@@ -55,6 +56,10 @@ FAST = {
 TIP_EVERY = 0.2
 
 
+def _operator_key(broker: BrokerHandle) -> Ed25519PrivateKey:
+    return load_signing_key(broker.bundle / "keys" / "operator-signing.key")
+
+
 class FakeNode:
     """A node's publisher and actuator in one: tips every TIP_EVERY s, roles applied at once."""
 
@@ -67,6 +72,7 @@ class FakeNode:
         self.topics = Topics(broker.prefix)
         self.fence_after = fence_after
         self.role, self.epoch = "relay", 0
+        self.command: RoleCommand | None = None  # the signed command behind its epoch
         self.stalled_at: float | None = None
         self.received: list[RoleCommand] = []
         self.link = MqttLink(
@@ -94,6 +100,7 @@ class FakeNode:
             epoch=self.epoch,
             fence_after=self.fence_after,
             updated_at=time.time(),
+            command=self.command,
         )
         self.link.publish_wait(self.topics.state(self.pool, self.name), state.to_json(), retain=True)
 
@@ -131,7 +138,7 @@ class FakeNode:
                         continue
                 self.received.append(cmd)
                 if cmd.epoch > self.epoch:  # the actuator's epoch rule, enough for these tests
-                    self.role, self.epoch = cmd.role, cmd.epoch
+                    self.role, self.epoch, self.command = cmd.role, cmd.epoch, cmd
                     self.report()
 
     def close(self) -> None:
@@ -368,19 +375,45 @@ def test_control_requests_are_answered_and_bad_input_is_rejected_not_fatal(
 
     operator = MqttLink(clean.mqtt_settings("operator", keepalive=5), f"test-operator-{time.monotonic_ns()}")
     operator.start(attempts=1)
-    try:
-        request = ControlRequest(request_id="req-1", action="switchover", to="bp2", requested_by="test")
-        operator.publish_wait(topics.control(clean.pool), request.to_json())
-        answer = wait_for(
+    def answer(request_id: str) -> DecisionEvent:
+        return wait_for(
             lambda: next(
-                (e for e in observer.events() if e.request_id == "req-1" and e.kind == "control"), None
+                (e for e in observer.events() if e.request_id == request_id and e.kind == "control"), None
             ),
             5,
-            "the answer to req-1",
+            f"the answer to {request_id}",
         )
-        assert answer.ok and answer.reason == "switchover: switchover to bp2 started at epoch 2"
+
+    try:
+        # Unsigned (or signed with another key, or stale): refused, nothing changes.
+        forged = ControlRequest(
+            request_id="forged-1",
+            pool=clean.pool,
+            action="failover",
+            to="bp2",
+            force=True,
+            sent_at=time.time(),
+        )
+        operator.publish_wait(topics.control(clean.pool), forged.to_json())
+        refused = answer("forged-1")
+        assert refused.ok is False and "unsigned" in refused.reason
+        stale = clean.control(request_id="stale-1", action="pause").model_copy(update={"sig": None})
+        stale = sign(stale.model_copy(update={"sent_at": time.time() - 3600}), _operator_key(clean))
+        operator.publish_wait(topics.control(clean.pool), stale.to_json())
+        assert answer("stale-1").ok is False and "stale" in answer("stale-1").reason
+
+        request = clean.control(request_id="req-1", action="switchover", to="bp2", requested_by="test")
+        operator.publish_wait(topics.control(clean.pool), request.to_json())
+        accepted = answer("req-1")
+        assert accepted.ok and accepted.reason == "switchover: switchover to bp2 started at epoch 2"
         wait_for(lambda: bp2.role == "producer", 5, "bp2 promoted by the switchover")
         assert bp1.role == "relay"
+        # The same signed bytes again: a replay, refused (the answer to req-1 stays the first one).
+        before = len(observer.events())
+        operator.publish_wait(topics.control(clean.pool), request.to_json())
+        wait_for(lambda: len(observer.events()) > before, 5, "the answer to the replay")
+        replay = observer.events()[-1]
+        assert replay.ok is False and "seen before" in replay.reason
     finally:
         operator.stop()
     assert running.thread.is_alive(), "the decider survived the bad input"
@@ -437,7 +470,7 @@ def test_a_crash_leaves_an_accurate_offline_status_through_the_will(
     try:
         wait_for(lambda: bp1.role == "producer", 15, "bp1 bootstrapped as producer")
         topics = Topics(clean.prefix)
-        request = ControlRequest(request_id="m-1", action="maintenance", node="bp3")
+        request = clean.control(request_id="m-1", action="maintenance", node="bp3")
         clean.publish(topics.control(clean.pool), request.to_json())
         wait_for(
             lambda: "maintenance ['bp3']" in log_file.read_text(),

@@ -208,3 +208,30 @@ def test_table_escapes_received_text_so_a_payload_cannot_forge_rows_or_drive_the
     assert "why x\\nstatus: OK" in text and "tip x\\nstatus: OK" in text
     # one more line each for the apply error note and the last event; the rest as many as without
     assert len(text.splitlines()) == len(clean.splitlines()) + 2
+
+
+def test_both_deciders_show_with_their_mode_and_two_active_ones_are_degraded() -> None:
+    collector = healthy_pool()
+    base = fab.decider(POOL, NOW - 2, producer="bp1", epoch=3)
+    active = base.model_copy(update={"decider": "d1", "instance": "a", "mode": "active", "standby": False})
+    standby = base.model_copy(update={"decider": "d2", "instance": "b", "mode": "standby", "standby": True})
+    feed(collector, "deciders", active, "d1")
+    feed(collector, "deciders", standby, "d2")
+    report = st.assess(collector.view, NOW)
+    assert report.code == st.EXIT_OK
+    assert [(d[0], d[1], d[2]) for d in report.deciders] == [("d1", "active", True), ("d2", "standby", True)]
+    assert "deciders: d1 active online (2.0s ago); d2 standby online (2.0s ago)" in st.render_table(report)
+    assert json.loads(st.to_json([report]))["pools"][0]["deciders"][1]["mode"] == "standby"
+    feed(collector, "deciders", standby.model_copy(update={"mode": "active"}), "d2")
+    assert "more than one decider is active: d1, d2" in st.assess(collector.view, NOW).problems
+    feed(collector, "deciders", active.model_copy(update={"online": False}), "d1")
+    feed(collector, "deciders", standby, "d2")
+    report = st.assess(collector.view, NOW)
+    assert "d1 active OFFLINE" in st.render_table(report)
+    assert any("standby d2 takes over" in n for n in report.notes)
+
+
+def test_an_old_decider_status_without_the_new_fields_still_parses() -> None:
+    old = b'{"v":1,"pool":"pool1","decider":"d1","online":true,"epoch":3,"updated_at":1.0}'
+    status = st.DeciderStatus.model_validate_json(old)
+    assert status.instance is None and status.mode is None and status.changes == []
