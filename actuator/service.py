@@ -96,7 +96,9 @@ class ActuatorService:
         self._log_fence_settings()
         self.link = MqttLink(
             config.mqtt,
-            make_client_id("actuator", self.pool, self.node),
+            # Unique per process: with a predictable id, anyone holding this node's broker
+            # credentials could take the session over and silence the real reports.
+            make_client_id("actuator", self.pool, self.node, unique=True),
             subscriptions=[self.role_topic],
             will=self._will,
             contact_clock=clock,

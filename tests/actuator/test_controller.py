@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import errno
 import json
+import threading
 import time
 
 import pytest
 
-from actuator.controller import RoleController
+from actuator.controller import MARK_WAIT, RoleController
 from actuator.methods import build_method
 from actuator.policy import CommandRejected, epoch_rule
 from actuator.state import StoredState
@@ -339,3 +340,33 @@ def test_promotion_under_way_is_killed_when_the_fence_falls_due(node_files: Node
     status = controller.status()
     assert (status.role, status.epoch, status.fenced) == ("relay", 1, True)
     assert running_sleeps("37.51") == []
+
+
+def test_a_fence_on_a_hung_disk_ends_in_time_with_stop_command(
+    node_files: NodeFiles, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The disk stops answering: the fence mark and the env-file write never return. The fence
+    # must still end within its bound (the demotion's apply_timeout, then stop_command's).
+    controller = make(node_files, node_files.settings(apply_timeout=1.0))
+    send(controller, "producer", 4)
+    release = threading.Event()
+
+    def hang(*_args: object, **_kwargs: object) -> None:
+        release.wait(30)
+
+    monkeypatch.setattr("actuator.methods.env_swap.atomic_write", hang)
+    monkeypatch.setattr(controller.store, "save", hang)
+    started = time.monotonic()
+    try:
+        controller.fence("test: no broker contact, on a hung disk")
+        took = time.monotonic() - started
+    finally:
+        release.set()
+    assert took <= 2 * 1.0 + MARK_WAIT + 0.5, took  # demotion_bound + the mark's wait + slack
+    assert node_files.stop.calls(), "the node was stopped"
+    status = controller.status()
+    assert (status.role, status.fenced) == ("relay", True)
+    assert status.error is not None and "did not finish" in status.error
+    # A retained producer command at the fenced epoch does not bring it back.
+    with pytest.raises(CommandRejected, match="reapply"):
+        send(controller, "producer", 4)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,6 +18,7 @@ import pytest
 
 from actuator.service import ActuatorService
 from actuator.state import StoredState
+from actuator.watchdog import watchdog_restart_bound
 from bpfailover.settings import load_config
 from bpfailover.signing import generate_key, load_signing_key, sign_command
 from bpfailover.topics import Topics
@@ -366,4 +369,42 @@ def test_a_paused_actuator_fences_first_thing_when_it_resumes(
     record_property("resume_to_demotion_s", round(window, 3))
     print(f"resume -> demotion started: {window:.3f}s")
     bp1.wait_state("fenced after resuming", online=True, role="relay", epoch=1, fenced=True)
+    assert proc.terminate() == 0
+
+
+def test_under_systemds_watchdog_the_loop_pings_and_a_stopped_one_does_not(
+    broker: BrokerHandle, tmp_path: Path, processes: list[ActuatorProcess]
+) -> None:
+    """A fake NOTIFY_SOCKET: READY=1, then WATCHDOG=1 from the loop; a stopped (hung) process sends
+    none, which is what makes systemd kill and restart it. The advertised fence covers that."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(tmp_path / "notify"))
+    sock.settimeout(0.2)
+
+    def heard(seconds: float) -> list[str]:
+        got, until = [], time.monotonic() + seconds
+        while time.monotonic() < until:
+            with contextlib.suppress(TimeoutError):
+                got.append(sock.recv(4096).decode())
+        return got
+
+    files = make_node_files(tmp_path)
+    bp1 = Node(broker, "bp1")
+    bp1.clear()
+    proc = start_actuator(
+        broker, "bp1", files, processes, NOTIFY_SOCKET=str(tmp_path / "notify"), WATCHDOG_USEC=1_000_000
+    )
+    try:
+        state = bp1.wait_state("online", online=True)
+        assert state.fence_after == ADVERTISED + watchdog_restart_bound(1.0)
+        first = heard(2.0)
+        assert any(m.startswith("READY=1") for m in first), first
+        assert sum(m == "WATCHDOG=1" for m in first) >= 2, first
+        os.kill(proc.proc.pid, signal.SIGSTOP)
+        heard(0.3)  # what was on its way
+        assert "WATCHDOG=1" not in heard(1.5)  # hung: no proof of life
+        os.kill(proc.proc.pid, signal.SIGCONT)
+        assert "WATCHDOG=1" in heard(1.5)
+    finally:
+        sock.close()
     assert proc.terminate() == 0

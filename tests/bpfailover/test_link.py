@@ -279,6 +279,30 @@ def test_abort_makes_the_broker_publish_the_last_will(broker, links, protocol: s
         broker.publish(topic, b"", retain=True)
 
 
+def test_each_connection_has_its_own_will_naming_it(broker, links) -> None:  # type: ignore[no-untyped-def]
+    topic = Topics(broker.prefix).state(broker.pool, "bp2")
+    watcher = connect(broker, links, "operator", subscriptions=[topic])
+    seen = Collector(watcher)
+    settings = broker.mqtt_settings("bp2")
+    node = MqttLink(settings, "test-will-conn", will=lambda conn: (topic, f"offline:{conn}".encode()))
+    conns = []
+    try:
+        assert watcher.subscribed.wait(5)
+        for _ in range(2):
+            node.start(attempts=1)
+            conns.append(node.conn)
+            assert node.acked_sent_at is None or node.acked_sent_at < time.monotonic()
+            before = node.acked_sent_at
+            node.publish_wait(topic, f"online:{node.conn}".encode(), retain=True, timeout=5)
+            assert node.acked_sent_at is not None and node.acked_sent_at != before  # a PUBACK: contact
+            node.abort()
+            wait_for(lambda c=node.conn: f"offline:{c}".encode() in seen.payloads(topic), 10, "its Will")
+        assert len(set(conns)) == 2 and all(conns)
+    finally:
+        seen.close()
+        broker.publish(topic, b"", retain=True)
+
+
 def test_outdated_latest_values_are_not_resent_after_reconnect(broker_factory) -> None:  # type: ignore[no-untyped-def]
     b = broker_factory(pool="lv", nodes=["n1"])
     topics = Topics(b.prefix)

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 
+import pytest
+
 from tests.sim.faults import Fault, generate, run
 from tests.sim.soak import default_workers, run_seeds
 from tests.sim.test_regressions import OPEN
@@ -16,6 +18,7 @@ SEEDS = int(os.environ.get("BPF_SIM_SEEDS", "2000"))
 START = int(os.environ.get("BPF_SIM_START", "0"))
 
 
+@pytest.mark.timeout(900)  # about 2 minutes on 2 idle cores; much more on a loaded machine
 def test_no_two_producers_and_always_one_in_the_end_on_seeded_fault_schedules() -> None:
     summary = run_seeds(range(START, START + SEEDS), workers=default_workers())
     print(summary.line())

@@ -333,7 +333,23 @@ def _inline_within(seconds: float, step: Callable[[], Any], what: str) -> Any:
 # --- publisher ----------------------------------------------------------------------------------
 
 
-class Publisher(Process):
+class Quiet:
+    """A client handler that only publishes: nothing that arrives concerns it."""
+
+    def on_connected(self, client: Client, conn_id: str) -> None:
+        pass
+
+    def on_disconnected(self, client: Client, why: str) -> None:
+        pass
+
+    def on_subscribed(self, client: Client) -> None:
+        pass
+
+    def on_message(self, client: Client, topic: str, payload: bytes, retain: bool) -> None:
+        pass
+
+
+class Publisher(Process, Quiet):
     def __init__(self, world: World, node: Node) -> None:
         super().__init__(world, node.host, f"publisher-{node.name}")
         self.node = node
@@ -369,19 +385,6 @@ class Publisher(Process):
             )
             self.mqtt.publish(self.topic, report.to_json(), retain=True, latest=True)
         self.timer(TIP_INTERVAL, self.report)
-
-    def on_connected(self, client: Client, conn_id: str) -> None:
-        pass
-
-    def on_disconnected(self, client: Client, why: str) -> None:
-        pass
-
-    def on_subscribed(self, client: Client) -> None:
-        pass
-
-    def on_message(self, client: Client, topic: str, payload: bytes, retain: bool) -> None:
-        pass
-
 
 # --- actuator -----------------------------------------------------------------------------------
 
@@ -496,7 +499,7 @@ class Actuator(Process):
         final = self.client(
             self.link,
             self.mqtt.client_id,
-            _Quiet(),
+            Quiet(),
             contact_clock=self.host.boot,
             will=lambda conn: (self.state_topic, core.stop(conn).to_json()),
         )
@@ -525,22 +528,6 @@ class Actuator(Process):
         self.alive = False
         self.deferred.clear()
         self.clients = []
-
-
-class _Quiet:
-    """The handler of the clean stop's last connection: it only publishes one report."""
-
-    def on_connected(self, client: Client, conn_id: str) -> None:
-        pass
-
-    def on_disconnected(self, client: Client, why: str) -> None:
-        pass
-
-    def on_subscribed(self, client: Client) -> None:
-        pass
-
-    def on_message(self, client: Client, topic: str, payload: bytes, retain: bool) -> None:
-        pass
 
 
 # --- decider ------------------------------------------------------------------------------------
