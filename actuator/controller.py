@@ -26,6 +26,7 @@ from actuator.methods.base import Abort
 from actuator.policy import Verdict
 from actuator.roles import RoleState, Start, role_state
 from actuator.state import StateCorrupt, StateStore, StoredState
+from bpfailover.logs import log_exception
 from bpfailover.wire import AppliedRole, Role, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
@@ -342,7 +343,7 @@ class RoleController:
         except ApplyAborted:
             raise
         except Exception as exc:  # a bug in a method must not kill the actuator of a producer
-            log.exception("%s/%s: applying %s failed unexpectedly", self.pool, self.node, role)
+            log_exception(log, "%s/%s: applying %s failed unexpectedly", self.pool, self.node, role)
             self.applied = "unknown"
             self.apply_error = f"{role}: internal error: {exc}"[:300]
             return False

@@ -27,6 +27,7 @@ from actuator.policy import Expected
 from actuator.state import StateStore
 from actuator.watchdog import Watchdog, watchdog_restart_bound
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.logs import log_exception
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
 from bpfailover.signing import KeyLoadError, load_verify_key
@@ -188,7 +189,7 @@ class ActuatorService:
                 try:
                     self._step()
                 except Exception:  # the actuator of a producer must outlive its own bugs
-                    log.exception("internal error in the actuator loop (continuing)")
+                    log_exception(log, "internal error in the actuator loop (continuing)")
                     self._stopping.wait(TICK)
         finally:
             self._shutdown()
@@ -235,7 +236,7 @@ class ActuatorService:
             log.error("%s; retrying in %.0fs (fencing stays armed meanwhile)", exc, RECONNECT_AFTER_REFUSAL)
             self._next_connect = self.clock() + RECONNECT_AFTER_REFUSAL
         except Exception:
-            log.exception("internal error connecting; retrying in %.0fs", RECONNECT_AFTER_REFUSAL)
+            log_exception(log, "internal error connecting; retrying in %.0fs", RECONNECT_AFTER_REFUSAL)
             self._next_connect = self.clock() + RECONNECT_AFTER_REFUSAL
         else:
             self._link_started = True

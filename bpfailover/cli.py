@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bpfailover import __version__
+from bpfailover.logs import escape_control, setup_logging
 from bpfailover.settings import BpfConfig, ConfigError, load_config
 
 log = logging.getLogger("bpfailover")
@@ -17,14 +18,6 @@ log = logging.getLogger("bpfailover")
 
 class UsageError(Exception):
     """A mistake on the command line or in the environment the user can fix."""
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=getattr(logging, level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 def _config(args: argparse.Namespace) -> BpfConfig:
@@ -211,11 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(args.log_level)
+    setup_logging(args.log_level)
     try:
         return int(args.handler(args) or 0)
     except (ConfigError, UsageError) as exc:
-        print(f"bpfailover: error: {exc}", file=sys.stderr)
+        print(f"bpfailover: error: {escape_control(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

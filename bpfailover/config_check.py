@@ -6,15 +6,23 @@ import json
 from pathlib import Path
 from typing import Any
 
-from bpfailover.settings import BpfConfig, environment_overrides, read_toml
+from bpfailover.settings import SECRET_KEYS, BpfConfig, environment_overrides, masked_url, read_toml
 
-SECRET_KEYS = {"password"}
 MASK = "********"
+
+
+def _mask(key: str, value: Any) -> Any:
+    """A secret's stand-in: a URL keeps its scheme and host, so the operator sees which service."""
+    if key == "webhook_url" and isinstance(value, str):
+        return masked_url(value)
+    return MASK
 
 
 def _masked(value: Any) -> Any:
     if isinstance(value, dict):
-        return {k: (MASK if k in SECRET_KEYS and v is not None else _masked(v)) for k, v in value.items()}
+        return {
+            k: (_mask(k, v) if k in SECRET_KEYS and v is not None else _masked(v)) for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_masked(v) for v in value]
     return value

@@ -35,9 +35,30 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from bpfailover.logs import log_exception
 from bpfailover.settings import ConfigError, MqttSettings
 
 log = logging.getLogger("bpfailover.link")
+
+
+# Topic-filter bytes per SUBSCRIBE: a decider of hundreds of pools subscribes to thousands of
+# filters, and one packet of them all would exceed a broker's max_packet_size (the bundle's
+# mosquitto allows 16 KiB and disconnects a client that sends more).
+SUBSCRIBE_BYTES = 8 * 1024
+
+
+def subscribe_batches(topics: list[str], budget: int = SUBSCRIBE_BYTES) -> list[list[str]]:
+    """``topics`` in order, cut into batches whose encoded filters fit ``budget`` bytes each."""
+    batches: list[list[str]] = []
+    size = budget + 1
+    for topic in topics:
+        cost = len(topic.encode()) + 3  # length prefix and options byte
+        if size + cost > budget:
+            batches.append([])
+            size = 0
+        batches[-1].append(topic)
+        size += cost
+    return batches
 
 
 class LinkError(Exception):
@@ -165,6 +186,7 @@ class MqttLink:
         self.subscribed = threading.Event()
         self._sub_pending: dict[int, list[str]] = {}
         self._sub_early: set[int] = set()
+        self._sub_sending = 0  # _subscribe calls still sending batches: not all mids are known yet
         self.refused: str | None = None
         self.last_contact_mono: float | None = None
         self._contact_clock = contact_clock
@@ -268,7 +290,7 @@ class MqttLink:
             try:
                 fn(*args)
             except Exception:
-                log.exception("internal error in MQTT callback %s (ignored)", fn.__name__)
+                log_exception(log, "internal error in MQTT callback %s (ignored)", fn.__name__)
 
         return wrapped
 
@@ -376,23 +398,34 @@ class MqttLink:
             log.debug("dropped %d outdated unacknowledged publishes after reconnect", len(dropped))
 
     def _subscribe(self, topics: list[str]) -> None:
-        """Send one SUBSCRIBE for ``topics``; ``subscribed`` is set once every SUBACK is in."""
+        """Send SUBSCRIBEs for ``topics`` (batched under the packet limit); ``subscribed`` is set
+        once every SUBACK is in."""
         if not topics:
             if not self._sub_pending:
                 self._all_subscribed()
             return
         self.subscribed.clear()
-        result, mid = self._client.subscribe([(t, 1) for t in topics])
-        if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
-            log.warning("subscribe to %s not sent: %s", ", ".join(topics), paho.error_string(result))
-            return
         with self._lock:
-            if mid in self._sub_early:  # the SUBACK beat us here (subscribe from another thread)
-                self._sub_early.discard(mid)
-                if not self._sub_pending:
-                    self._all_subscribed()
-                return
-            self._sub_pending[mid] = topics
+            self._sub_sending += 1
+        sent = True
+        try:
+            for batch in subscribe_batches(topics):
+                result, mid = self._client.subscribe([(t, 1) for t in batch])
+                if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
+                    log.warning("subscribe to %s not sent: %s", ", ".join(batch), paho.error_string(result))
+                    sent = False
+                    return
+                with self._lock:
+                    if mid in self._sub_early:  # the SUBACK beat us here (subscribe from another thread)
+                        self._sub_early.discard(mid)
+                    else:
+                        self._sub_pending[mid] = batch
+        finally:
+            with self._lock:
+                self._sub_sending -= 1
+                done = sent and not self._sub_pending and not self._sub_sending
+            if done:
+                self._all_subscribed()
 
     def _all_subscribed(self) -> None:
         self.subscribed.set()
@@ -406,7 +439,7 @@ class MqttLink:
                 self._sub_early.add(mid)
                 return
             topics = self._sub_pending.pop(mid)
-            done = not self._sub_pending
+            done = not self._sub_pending and not self._sub_sending
         if done:
             self._all_subscribed()
         for topic, reason in zip(topics, reasons, strict=False):
@@ -611,7 +644,7 @@ class MqttLink:
             fn(*args)
         except Exception:
             what = getattr(args[0], "topic", args[0]) if args else getattr(fn, "__name__", fn)
-            log.exception("error in %s (continuing)", what)
+            log_exception(log, "error in %s (continuing)", what)
 
     def __enter__(self) -> MqttLink:
         self.start()

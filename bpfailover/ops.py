@@ -24,6 +24,7 @@ from collections.abc import Callable
 from bpfailover import status as st
 from bpfailover.durations import parse_duration
 from bpfailover.link import Incoming, LinkError, MqttLink, PublishError, make_client_id
+from bpfailover.logs import escape_control
 from bpfailover.settings import BpfConfig, ConfigError
 from bpfailover.signing import KeyLoadError, load_signing_key, sign
 from bpfailover.topics import TopicError, Topics, check_id
@@ -38,7 +39,7 @@ WATCH_REFRESH = 1.0
 
 
 def fail(message: str, code: int = EXIT_ERROR) -> int:
-    print(f"bpfailover: error: {message}", file=sys.stderr)
+    print(f"bpfailover: error: {escape_control(message)}", file=sys.stderr)
     return code
 
 
@@ -143,7 +144,7 @@ def answer_line(request: ControlRequest, event: DecisionEvent) -> str:
     """'switchover accepted: switchover to bp2 started at epoch 5' or '... refused: <why>'."""
     verdict = "refused" if event.ok is False else "accepted"
     detail = event.reason.removeprefix(f"{request.action}: ") or st.describe_event(event) or event.kind
-    return f"{request.action} {verdict}: {detail}"
+    return escape_control(f"{request.action} {verdict}: {detail}")  # the reason is the decider's text
 
 
 def run_control(args: argparse.Namespace, config: BpfConfig) -> int:

@@ -11,6 +11,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -29,6 +30,43 @@ from bpfailover.topics import DEFAULT_PREFIX, NodeName, PoolId, check_prefix
 
 class ConfigError(ValueError):
     """A configuration the operator must fix; the message is one actionable line."""
+
+
+# Keys whose values an error message never quotes: passwords, and webhook URLs, which
+# usually carry their token in the path (Slack, Discord, Teams).
+SECRET_KEYS = frozenset({"password", "webhook_url"})
+
+
+def masked_url(url: str) -> str:
+    """``scheme://host[:port]/...``: enough to tell which service, never the path or credentials."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "<invalid URL>"
+    if not parts.scheme or not host:
+        return "<invalid URL>"
+    host = f"[{host}]" if ":" in host else host
+    rest = "/..." if parts.path not in ("", "/") or parts.query or parts.fragment else ""
+    return f"{parts.scheme}://{host}{port}{rest}"
+
+
+def url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be a webhook, in words that do not quote it; None if it can."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises ValueError on a port that is not a number in range
+    except ValueError:
+        return "is not a valid URL (value not shown: it may hold a token)"
+    if parts.scheme not in ("http", "https"):
+        return "must start with http:// or https:// (value not shown: it may hold a token)"
+    if not host:
+        return "has no host name (value not shown: it may hold a token)"
+    if any(c.isspace() or not c.isprintable() for c in url):
+        return "contains spaces or control characters (value not shown: it may hold a token)"
+    return None
 
 
 class Section(BaseModel):
@@ -186,6 +224,14 @@ class DeciderSettings(Section):
     # tip is fresh again or this much has passed since its state said so.
     max_start_timeout: Duration = 1200.0
 
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        problem = url_problem(value) if value else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
 
 class OperatorSettings(Section):
     """The operator commands (switchover, failover, pause, resume, maintenance)."""
@@ -301,9 +347,12 @@ def _format_error(error: ValidationError) -> str:
         if item["type"] == "extra_forbidden":
             msg = "unknown key"
         given = item.get("input")
+        secret = any(p in SECRET_KEYS for p in item["loc"] if isinstance(p, str))
         shown = (
             ""
-            if isinstance(given, dict | list) or item["type"] in ("missing", "extra_forbidden")
+            if secret
+            or isinstance(given, dict | list)
+            or item["type"] in ("missing", "extra_forbidden")
             else f" (got {given!r})"
         )
         env = _env_name(item["loc"])

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from bpfailover.logs import escape_control
 from bpfailover.settings import BpfConfig
 from bpfailover.topics import TopicError, Topics
 from bpfailover.wire import (
@@ -412,7 +413,7 @@ def describe_event(event: DecisionEvent) -> str:
         parts.append(f"epoch {event.epoch}")
     if event.reason:
         parts.append(event.reason)
-    return ", ".join(parts)
+    return escape_control(", ".join(parts))
 
 
 def _role(role: str | None, epoch: int | None) -> str:
@@ -469,7 +470,9 @@ def render_table(report: PoolReport) -> str:
     )
     if flags:
         head += "  " + " ".join(flags)
-    table = [HEADERS, *(_cells(r) for r in report.rows)]
+    # Names, reasons and errors come from the wire: escaped before measuring, so that a newline
+    # or a terminal escape in a payload can neither forge a row nor drive the operator's terminal.
+    table = [HEADERS, *([escape_control(c) for c in _cells(r)] for r in report.rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
     lines = [head]
     lines += ["  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in table]
@@ -492,7 +495,7 @@ def render_table(report: PoolReport) -> str:
     verdict = {EXIT_OK: "OK", EXIT_DEGRADED: "DEGRADED", EXIT_NO_PRODUCER: "PRODUCER PROBLEM"}[report.code]
     lines.append(f"status: {verdict}" + ("" if not report.problems else ": " + "; ".join(report.problems)))
     lines += [f"note: {n}" for n in report.notes]
-    return "\n".join(lines)
+    return "\n".join(escape_control(line) for line in lines)
 
 
 def report_dict(report: PoolReport) -> dict[str, Any]:

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpfailover.topics import Topics
+from bpfailover.wire import MAX_PAYLOAD
+
+# The broker's limit on a whole MQTT packet; see the comment written into mosquitto.conf.
+MAX_PACKET_SIZE = 2 * MAX_PAYLOAD
 
 DECIDER_USER = "decider"
 OPERATOR_USER = "operator"
@@ -112,6 +116,14 @@ keyfile {files.server_key}
 allow_anonymous false
 password_file {files.passwd}
 acl_file {files.acl}
+
+# No bpfailover message is larger than {MAX_PAYLOAD} bytes (the wire contract; readers drop
+# anything bigger). A packet also carries its topic (under 200 bytes here), a fixed header
+# and MQTT 5 properties, so twice the payload leaves ample room. Without this limit a node's
+# credentials could make the broker accept, retain and persist messages of up to 256 MiB
+# (the protocol's limit).
+# A client that sends a larger packet is disconnected and nothing of it is kept.
+max_packet_size {MAX_PACKET_SIZE}
 
 # Retained tips, states and role commands survive a restart; saving every
 # minute bounds what a crash of the broker itself can lose.

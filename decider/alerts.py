@@ -25,8 +25,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from bpfailover.logs import escape_control, log_exception
+from bpfailover.settings import masked_url, url_problem
 from bpfailover.wire import DecisionEvent
 
 log = logging.getLogger("bpfailover.decider.alerts")
@@ -59,7 +60,7 @@ def http_post(url: str, body: bytes, headers: dict[str, str], timeout: float) ->
         raise DeliveryError(f"HTTP {exc.code} {exc.reason}", permanent=exc.code in PERMANENT_STATUS) from None
     except (urllib.error.URLError, OSError, ValueError) as exc:
         reason = getattr(exc, "reason", exc)
-        raise DeliveryError(str(reason)) from None
+        raise DeliveryError(str(reason).replace(url, masked_url(url))) from None
 
 
 def summary(event: DecisionEvent) -> str:
@@ -68,7 +69,8 @@ def summary(event: DecisionEvent) -> str:
     epoch = f" at epoch {event.epoch}" if event.epoch else ""
     dry = " (dry-run)" if event.dry_run else ""
     reason = f": {event.reason}" if event.reason else ""
-    return f"[{event.pool}] {event.kind}{who}{epoch}{dry}{reason}"
+    # A reason may quote a node's own error text: one line in the chat, no terminal escapes.
+    return escape_control(f"[{event.pool}] {event.kind}{who}{epoch}{dry}{reason}")
 
 
 @dataclass
@@ -96,8 +98,9 @@ class WebhookAlerts:
         headers: dict[str, str] | None = None,
         poster: Poster = http_post,
     ) -> None:
-        if urlsplit(url).scheme not in ("http", "https"):
-            raise ValueError(f"webhook URL must start with http:// or https://, got {url!r}")
+        problem = url_problem(url)
+        if problem is not None:
+            raise ValueError(f"webhook URL {problem}")
         if format not in ("json", "slack"):
             raise ValueError(f"webhook format must be 'json' or 'slack', got {format!r}")
         self.url = url
@@ -116,8 +119,9 @@ class WebhookAlerts:
         self._idle.set()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        # Never log the full URL: webhook URLs usually embed a secret token.
-        self.where = urlsplit(url).netloc
+        # Never log the full URL: webhook URLs usually embed a secret token (and the netloc
+        # may hold user:password).
+        self.where = masked_url(url)
 
     def wanted(self, event: DecisionEvent) -> bool:
         return event.kind in self.kinds
@@ -184,7 +188,7 @@ class WebhookAlerts:
             try:
                 self._deliver(event)
             except Exception:  # the thread must survive anything
-                log.exception("internal error delivering an alert (ignored)")
+                log_exception(log, "internal error delivering an alert (ignored)")
             finally:
                 self._queue.task_done()
                 with self._lock:

@@ -42,6 +42,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.logs import log_exception
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
 from bpfailover.signing import (
@@ -312,9 +313,13 @@ class DeciderService:
             # Nobody reads the gauges otherwise; at thousands of pools they cost a recovery dearly.
             self.listeners.append(self.metrics.observe_event)
         self.kes_watch = KesWatch(settings.kes_alert_periods)
-        self.alerts = alerts_from_settings(settings.webhook_url, format=settings.webhook_format)
+        try:
+            self.alerts = alerts_from_settings(settings.webhook_url, format=settings.webhook_format)
+        except ValueError as exc:  # its message never quotes the URL, which may hold a token
+            raise ConfigError(f"decider.webhook_url: {exc}") from None
         if self.alerts is not None:
             self.listeners.append(self.alerts.submit)
+            log.info("alerts to %s (%s)", self.alerts.where, settings.webhook_format)
 
     # --- in -----------------------------------------------------------------------------------
 
@@ -495,7 +500,7 @@ class DeciderService:
                     try:
                         listener(event)
                     except Exception:
-                        log.exception("event listener failed (ignored)")
+                        log_exception(log, "event listener failed (ignored)")
         if actions:
             self._refresh_presence()
         if self.core.refused is not None:

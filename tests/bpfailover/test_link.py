@@ -356,3 +356,16 @@ def test_extra_connections_of_one_service_get_distinct_client_ids(broker, links)
     events = [main.inbox.get_nowait().kind for _ in range(main.inbox.qsize())]  # type: ignore[union-attr]
     events += [commands.inbox.get_nowait().kind for _ in range(commands.inbox.qsize())]  # type: ignore[union-attr]
     assert events == ["connected", "connected"]
+
+
+def test_subscriptions_are_cut_into_batches_that_fit_the_brokers_packet_limit() -> None:
+    from bpfailover.link import SUBSCRIBE_BYTES, subscribe_batches
+    from broker.mosquitto import MAX_PACKET_SIZE
+
+    topics = [f"bpfailover/pool{i:04d}/{kind}/+" for i in range(1000) for kind in ("tip", "state", "role")]
+    batches = subscribe_batches(topics)
+    assert [t for batch in batches for t in batch] == topics  # all of them, in order
+    assert len(batches) > 1
+    for batch in batches:
+        assert sum(len(t) + 3 for t in batch) <= SUBSCRIBE_BYTES < MAX_PACKET_SIZE - 64
+    assert subscribe_batches(["a/b"]) == [["a/b"]] and subscribe_batches([]) == []

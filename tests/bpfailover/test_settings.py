@@ -176,3 +176,67 @@ def test_errors_from_the_environment_name_the_variable(bundle: Path, monkeypatch
     with pytest.raises(ConfigError) as err:
         load_config(bundle / "decider.toml")
     assert "BPF_DECIDER__STALE_AFTER" in str(err.value)
+
+
+# --- secrets are never echoed --------------------------------------------------------------------
+
+HOOK = "https://hooks.slack.com/services/T000/B000/s3cr3tT0k3n"
+
+
+def test_config_check_masks_the_webhook_url_to_scheme_and_host(
+    bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BPF_DECIDER__WEBHOOK_URL", HOOK)
+    for extra in ([], ["--json"]):
+        assert main(["config", "check", "-c", str(bundle / "decider.toml"), *extra]) == 0
+        out = capsys.readouterr().out
+        assert "s3cr3tT0k3n" not in out and "/services/" not in out
+        assert "https://hooks.slack.com/..." in out
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "ftp://hooks.example.org/s3cr3tT0k3n",
+        "hooks.example.org/s3cr3tT0k3n",
+        "https:///s3cr3tT0k3n",
+        "https://hooks.example.org:99999/s3cr3tT0k3n",
+        "https://[hooks/s3cr3tT0k3n",
+        "https://hooks.example.org/s3cr3tT0k3n\n",
+    ],
+)
+def test_an_invalid_webhook_url_is_a_one_line_config_error_that_does_not_quote_it(
+    bundle: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    monkeypatch.setenv("BPF_DECIDER__WEBHOOK_URL", url)
+    assert main(["config", "check", "-c", str(bundle / "decider.toml")]) == 2
+    captured = capsys.readouterr()
+    assert "s3cr3tT0k3n" not in captured.out + captured.err
+    [line] = captured.err.splitlines()
+    assert line.startswith("bpfailover: error: ") and "decider.webhook_url" in line
+
+
+def test_the_decider_refuses_an_invalid_webhook_url_without_quoting_it(bundle: Path) -> None:
+    from decider.service import DeciderService
+
+    config = load_config(bundle / "decider.toml")
+    # model_copy skips validation: the decider's own check is the last line of defence
+    settings = config.decider.model_copy(update={"webhook_url": "gopher://hooks.example.org/s3cr3tT0k3n"})
+    with pytest.raises(ConfigError) as err:
+        DeciderService(config.model_copy(update={"decider": settings}))
+    assert "decider.webhook_url" in str(err.value) and "s3cr3tT0k3n" not in str(err.value)
+
+
+@pytest.mark.parametrize("value", ["12345", "123.45", "true", '["s3cr3t", "pw"]', '{ s3cr3t = 1 }'])
+def test_a_password_that_is_not_a_string_is_refused_without_echoing_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str
+) -> None:
+    path = write(tmp_path, f'[mqtt]\nusername = "bp1"\npassword = {value}\n')
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    message = str(err.value)
+    assert "mqtt.password" in message
+    for part in ("12345", "123.45", "True", "s3cr3t"):
+        assert part not in message
+    assert main(["config", "check", "-c", str(path)]) == 2
+    assert "12345" not in capsys.readouterr().err

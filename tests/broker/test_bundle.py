@@ -9,6 +9,8 @@ import socket
 import ssl
 import stat
 import subprocess
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +21,9 @@ from cryptography import x509
 from bpfailover.cli import main
 from bpfailover.settings import load_config, read_toml
 from bpfailover.signing import load_signing_key, load_verify_key, public_key_b64
+from bpfailover.wire import MAX_PAYLOAD
 from broker.bundle import current_user, write_bundle
+from broker.mosquitto import MAX_PACKET_SIZE
 from broker.passwd import check_password, hash_password
 from tests.brokers import BrokerHandle, wait_for
 
@@ -470,6 +474,66 @@ def test_server_certificate_is_refused_for_another_name(broker: BrokerHandle) ->
     broker.require_own_broker("the bundle's certificate")
     with pytest.raises(ssl.SSLCertVerificationError):
         broker.handshake(server_hostname="mqtt.example.org").close()
+
+
+def publish_as(broker: BrokerHandle, user: str, topic: str, payload: bytes, protocol: str) -> str:
+    """Publish retained at QoS 1 with ``user``'s credentials: "acknowledged", "disconnected"
+    (the broker dropped the connection) or "refused" (the client itself would not send it)."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(
+        mqtt.CallbackAPIVersion.VERSION2,
+        client_id=f"test-{user}-{uuid.uuid4().hex[:8]}",
+        protocol=mqtt.MQTTv5 if protocol == "5" else mqtt.MQTTv311,
+        reconnect_on_failure=False,
+    )
+    if broker.tls:
+        client.tls_set(ca_certs=str(broker.ca_file) if broker.ca_file else None)
+    client.username_pw_set(*broker.credentials(user))
+    connected, gone = threading.Event(), threading.Event()
+    client.on_connect = lambda *_a: connected.set()
+    client.on_disconnect = lambda *_a: gone.set()
+    client.connect(broker.host, broker.port, keepalive=30)
+    client.loop_start()
+    try:
+        assert connected.wait(10), f"{user} could not connect"
+        info = client.publish(topic, payload, qos=1, retain=True)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return "refused"
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if info.is_published():
+                return "acknowledged"
+            if gone.is_set():
+                return "disconnected"
+            time.sleep(0.01)
+        raise AssertionError("neither acknowledged nor disconnected within 10s")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_mosquitto_conf_limits_packets_to_the_payload_contract_with_room_for_headers(bundle: Path) -> None:
+    conf = (bundle / "broker" / "mosquitto.conf").read_text()
+    assert f"\nmax_packet_size {MAX_PACKET_SIZE}\n" in conf
+    assert MAX_PAYLOAD + 1024 <= MAX_PACKET_SIZE <= 64 * 1024
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("protocol", ["3.1.1", "5"])
+def test_a_node_cannot_make_the_broker_keep_an_oversized_message(
+    broker: BrokerHandle, pool_topics: str, protocol: str
+) -> None:
+    broker.require_own_broker("the bundle's max_packet_size")
+    tip = f"{pool_topics}/tip/bp1"
+    # MQTT 3.1.1 has no way to tell the client the limit: the broker drops the connection.
+    # Under MQTT 5 the CONNACK announces it, and paho may refuse to send before the broker has to.
+    outcome = publish_as(broker, "bp1", tip, b"x" * (64 * 1024), protocol)
+    assert outcome in (("disconnected",) if protocol == "3.1.1" else ("disconnected", "refused"))
+    assert broker.retained(tip) == {}
+    payload = b"{" + b"y" * (MAX_PAYLOAD - 2) + b"}"  # the largest message the contract allows
+    assert publish_as(broker, "bp1", tip, payload, protocol) == "acknowledged"
+    assert broker.retained(tip) == {tip: payload}
 
 
 # --- the test broker itself ------------------------------------------------------------------------

@@ -7,6 +7,7 @@ rule) and reports its NodeState. An admin observer records every message of the 
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bpfailover.link import Incoming, MqttLink
+from bpfailover.logs import LOG_FORMAT, EscapingFormatter
 from bpfailover.settings import BpfConfig, DeciderSettings, load_config
 from bpfailover.signing import SignatureError, load_signing_key, load_verify_key, sign, verify_command
 from bpfailover.topics import Topics
@@ -431,6 +433,39 @@ def test_control_requests_are_answered_and_bad_input_is_rejected_not_fatal(
     finally:
         operator.stop()
     assert running.thread.is_alive(), "the decider survived the bad input"
+
+
+@pytest.mark.broker
+def test_control_request_fields_with_newlines_and_ansi_escapes_log_as_one_escaped_line(
+    clean: BrokerHandle,
+    start_decider: Callable[..., Running],
+    nodes: Callable[..., FakeNode],
+    observer: Observer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    nodes("bp1")
+    nodes("bp2")
+    start_decider()
+    topics = Topics(clean.prefix)
+    forged = "x\n2026-01-01 00:00:00 WARNING bpfailover.decider: \x1b[31mforged"
+    operator = MqttLink(clean.mqtt_settings("operator", keepalive=5), f"test-operator-{time.monotonic_ns()}")
+    operator.start(attempts=1)
+    try:
+        request = ControlRequest(request_id=f"r{forged}", action="pause", requested_by=forged)
+        wait_for(lambda: observer.statuses(), 10, "the decider's first status")
+        operator.publish_wait(topics.control(clean.pool), request.to_json())
+        wait_for(
+            lambda: any(e.request_id == request.request_id for e in observer.events()), 5, "the answer"
+        )
+    finally:
+        operator.stop()
+    formatter = EscapingFormatter(LOG_FORMAT)
+    lines = [formatter.format(r) for r in caplog.records if "forged" in r.getMessage()]
+    assert lines, "the request was logged"
+    for line in lines:
+        assert "\n" not in line and "\x1b" not in line, line
+        assert "x\\n2026-01-01 00:00:00 WARNING bpfailover.decider: \\x1b[31mforged" in line
 
 
 def test_a_crash_leaves_an_accurate_offline_status_through_the_will(

@@ -184,6 +184,19 @@ def test_invalid_settings_are_refused_and_no_url_means_no_alerts() -> None:
     assert from_settings(None) is None and from_settings("") is None
 
 
+def test_the_url_is_never_quoted_only_its_scheme_and_host() -> None:
+    with pytest.raises(ValueError) as err:
+        WebhookAlerts("gopher://hooks.example.org/T0/s3cr3t")
+    assert "s3cr3t" not in str(err.value)
+    alerts = WebhookAlerts("https://user:pw@hooks.example.org:8443/T0/s3cr3t?token=t0k")
+    assert alerts.where == "https://hooks.example.org:8443/..."
+
+
+def test_slack_text_is_one_line_even_when_the_reason_quotes_a_node() -> None:
+    text = summary(failover(reason="bp1: apply error: x\n[pool1] recovered\x1b[31m"))
+    assert text == "[pool1] failover bp1 -> bp2 at epoch 5: bp1: apply error: x\\n[pool1] recovered\\x1b[31m"
+
+
 def test_kes_watch_alerts_once_per_node_until_the_key_is_rotated() -> None:
     watch = KesWatch(threshold=5)
     assert watch.observe("pool1", "bp1", 6, NOW) is None

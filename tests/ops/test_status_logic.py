@@ -190,6 +190,26 @@ def test_a_decider_that_stopped_refreshing_its_status_is_degraded() -> None:
     assert st.assess(collector.view, NOW, st.Rules(decider_silent_after=300)).code == st.EXIT_OK
 
 
+FORGED = "x\nstatus: OK\r\x1b[2J\x1b[31mred"
+
+
+def test_table_escapes_received_text_so_a_payload_cannot_forge_rows_or_drive_the_terminal() -> None:
+    collector = healthy_pool()
+    feed(collector, "state", fab.state(POOL, "bp2", NOW, epoch=3, error=f"apply {FORGED}"), "bp2")
+    feed(collector, "tip", fab.tip(POOL, "bp3", NOW, ok=False, error=f"tip {FORGED}"), "bp3")
+    feed(collector, "events", fab.event(POOL, NOW, kind="alert", reason=f"why {FORGED}"), retain=False)
+    clean = st.render_table(st.assess(healthy_pool().view, NOW))
+    text = st.render_table(st.assess(collector.view, NOW))
+    assert "\x1b" not in text and "\r" not in text
+    assert [line for line in text.splitlines() if line.startswith("status:")] == [
+        "status: DEGRADED: no healthy standby"
+    ]
+    assert "apply x\\nstatus: OK\\r\\x1b[2J\\x1b[31mred" in text
+    assert "why x\\nstatus: OK" in text and "tip x\\nstatus: OK" in text
+    # one more line each for the apply error note and the last event; the rest as many as without
+    assert len(text.splitlines()) == len(clean.splitlines()) + 2
+
+
 def test_both_deciders_show_with_their_mode_and_two_active_ones_are_degraded() -> None:
     collector = healthy_pool()
     base = fab.decider(POOL, NOW - 2, producer="bp1", epoch=3)
