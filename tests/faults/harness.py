@@ -76,6 +76,7 @@ class Timings:
     status_interval: float = 5.0
     max_clock_skew: float = 10.0
     actuator_apply_timeout: float = 1.0  # the commands are `true`/`false`: instant
+    start_timeout: float = 0.5  # how long a node restarted for a role change may take to come up
     apply_retries: int = 2
     apply_retry_wait: float = 0.1
     # False: the decider is not given the actuators' settings, so it does not check
@@ -129,6 +130,8 @@ class Timings:
             "BPF_ACTUATOR__APPLY_TIMEOUT": f"{self.actuator_apply_timeout:g}",
             "BPF_ACTUATOR__APPLY_RETRIES": str(self.apply_retries),
             "BPF_ACTUATOR__APPLY_RETRY_WAIT": f"{self.apply_retry_wait:g}",
+            # The restart command is `true`: the node is "up" at once, no ledger to replay.
+            "BPF_ACTUATOR__START_TIMEOUT": f"{self.start_timeout:g}",
         }
 
     def decider_env(self) -> dict[str, str]:
