@@ -528,11 +528,11 @@ def test_a_node_cannot_make_the_broker_keep_an_oversized_message(
     tip = f"{pool_topics}/tip/bp1"
     # MQTT 3.1.1 has no way to tell the client the limit: the broker drops the connection.
     # Under MQTT 5 the CONNACK announces it, and paho may refuse to send before the broker has to.
-    outcome = publish_as(broker, "bp1", tip, b"x" * (64 * 1024), protocol)
+    outcome = publish_as(broker, "bp1-publisher", tip, b"x" * (64 * 1024), protocol)
     assert outcome in (("disconnected",) if protocol == "3.1.1" else ("disconnected", "refused"))
     assert broker.retained(tip) == {}
     payload = b"{" + b"y" * (MAX_PAYLOAD - 2) + b"}"  # the largest message the contract allows
-    assert publish_as(broker, "bp1", tip, payload, protocol) == "acknowledged"
+    assert publish_as(broker, "bp1-publisher", tip, payload, protocol) == "acknowledged"
     assert broker.retained(tip) == {tip: payload}
 
 
