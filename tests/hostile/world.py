@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from decider.service import DeciderService
 from tests.actuator.helpers import NodeFiles
 from tests.actuator.test_service import ActuatorProcess, overrides
 from tests.brokers import ADMIN_USER, BrokerHandle, wait_for
+from tests.decider.test_service import Observer as DeciderTestObserver
 
 FAST = {
     "stale_after": 1.5,
@@ -180,20 +181,8 @@ class TestNode:
         self.tip_link.stop()
 
 
-@dataclass
-class Observer:
-    """Everything published under the pool, as the test admin saw it, in order."""
-
-    link: MqttLink
-    topics: Topics
-    seen: list[tuple[str, bytes]] = field(default_factory=list)
-    _stop: threading.Event = field(default_factory=threading.Event)
-
-    def run(self) -> None:
-        while not self._stop.is_set():
-            item = self.link.get(timeout=0.02)
-            if isinstance(item, Incoming) and item.payload and not item.retain:
-                self.seen.append((item.topic, item.payload))
+class Observer(DeciderTestObserver):
+    """The decider tests' observer, which also tells the decider's genuine role commands apart."""
 
     def genuine_roles(self, key: Any, since: int = 0) -> list[RoleCommand]:
         """Role commands signed by the decider's key, from index ``since`` of ``seen``."""
@@ -310,7 +299,7 @@ class World:
             subscriptions=[f"{broker.prefix}/{broker.pool}/#"],
         )
         obs_link.start(attempts=1)
-        self.observer = Observer(obs_link, self.topics)
+        self.observer = Observer(obs_link, self.topics, self.pool)
         self._obs_thread = threading.Thread(target=self.observer.run, daemon=True)
         self._obs_thread.start()
         self.nodes["bp1"] = TestNode(broker, "bp1").start()
