@@ -19,15 +19,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from actuator import roles
-from actuator.commands import ApplyAborted, StepOverrun, within
-from actuator.methods import ApplyError, Method
-from actuator.methods.base import Abort
-from actuator.policy import Verdict
-from actuator.roles import RoleState, Start, role_state
-from actuator.state import StateCorrupt, StateStore, StoredState
+from bpfailover.actuator import roles
+from bpfailover.actuator.commands import ApplyAborted, StepOverrun, within
+from bpfailover.actuator.methods import ApplyError, Method
+from bpfailover.actuator.methods.base import Abort
+from bpfailover.actuator.policy import Verdict
+from bpfailover.actuator.roles import RoleState, Start, role_state
+from bpfailover.actuator.state import StateCorrupt, StateStore, StoredState
+
 from bpfailover.logs import log_exception
-from bpfailover.wire import AppliedRole, Role, RoleCommand
+from bpfailover.protocol.wire import AppliedRole, Role, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -306,7 +307,7 @@ class RoleController:
 
     @property
     def state(self) -> RoleState:
-        """The named role state (``actuator.roles``)."""
+        """The named role state (``bpfailover.actuator.roles``)."""
         return role_state(self.applied, self.pending, self.fenced)
 
     def _apply(self, role: Role, why: str, *, abort: Abort | None, move: Start | None = None) -> bool:

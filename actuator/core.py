@@ -1,6 +1,6 @@
 """The actuator's sans-I/O core: facts in, NodeState reports out, and the role applied.
 
-Everything the actuator decides happens here, driven by the shell (``actuator.service``)
+Everything the actuator decides happens here, driven by the shell (``bpfailover.actuator.service``)
 or by the whole-system simulation (``tests/sim``) through the same few entry points:
 
     core.start()                          stored state, interrupted applies, the fence check
@@ -32,11 +32,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from actuator.controller import RoleController
-from actuator.fence import FenceTimer, advertised_fence_after
-from actuator.policy import CommandRejected, Expected, check_command
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.fence import FenceTimer
+from bpfailover.actuator.policy import CommandRejected, Expected, check_command
+
+from bpfailover.protocol.fence import advertised_fence_after
+from bpfailover.protocol.wire import NodeState, RoleCommand
 from bpfailover.rejections import Rejections
-from bpfailover.wire import NodeState, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -56,7 +58,7 @@ Emit = Callable[[PublishState], None]
 
 
 class Memory(Protocol):
-    """Where the last contact survives a restart (``actuator.contact.ContactMemory``)."""
+    """Where the last contact survives a restart (``bpfailover.actuator.contact.ContactMemory``)."""
 
     def load(self, now_boot: float, now_wall: float) -> float | None: ...
 
@@ -84,7 +86,7 @@ class ActuatorCore:
         start_timeout: float = 0.0,
     ) -> None:
         """``supervisor_bound``: how much later than its own timer a hung actuator's fence may come
-        (the systemd watchdog's restart, ``actuator.watchdog``); ``on_alive``: called right after
+        (the systemd watchdog's restart, ``bpfailover.actuator.watchdog``); ``on_alive``: called right after
         every fence check, the only proof of life the watchdog may be fed with; ``start_timeout``:
         how long the node may take to come up after a restart for a role change (reported)."""
         self.controller = controller
@@ -122,7 +124,7 @@ class ActuatorCore:
 
     @property
     def fence_promise(self) -> float:
-        """Last contact -> node demoted by its fence, at most (``actuator.fence``)."""
+        """Last contact -> node demoted by its fence, at most (``bpfailover.actuator.fence``)."""
         return advertised_fence_after(
             self.fence.fence_after, self.fence.keepalive, self.demotion_bound + self.supervisor_bound
         )

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bpfailover.durations import Duration
-from bpfailover.topics import DEFAULT_PREFIX, NodeName, PoolId, check_prefix
+from bpfailover.protocol.topics import DEFAULT_PREFIX, NodeName, PoolId, check_prefix
 
 
 class ConfigError(ValueError):

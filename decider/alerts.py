@@ -27,8 +27,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bpfailover.logs import escape_control, log_exception
+from bpfailover.protocol.wire import DecisionEvent
 from bpfailover.settings import masked_url, url_problem
-from bpfailover.wire import DecisionEvent
 
 log = logging.getLogger("bpfailover.decider.alerts")
 

@@ -6,11 +6,12 @@ import math
 import zlib
 from datetime import UTC, datetime
 
-from bpfailover.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
-from bpfailover.wire import Transition as WireTransition
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
-from decider.model import Command, Context, Now, PoolView
-from decider.rule import why_not
+from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from bpfailover.decider.model import Command, Context, Now, PoolView
+from bpfailover.decider.rule import why_not
+
+from bpfailover.protocol.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
+from bpfailover.protocol.wire import Transition as WireTransition
 
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 

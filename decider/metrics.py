@@ -30,11 +30,11 @@ import threading
 from collections.abc import Mapping
 from wsgiref.simple_server import WSGIServer
 
+from bpfailover.decider.model import Context, Now, PoolView
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from bpfailover.protocol.wire import DecisionEvent, NodeInputs
 from bpfailover.rejections import REJECTED
-from bpfailover.wire import DecisionEvent, NodeInputs
-from decider.model import Context, Now, PoolView
 
 ROLES = ("producer", "relay", "unknown")
 CHANGE_KINDS = ("failover", "switchover")
@@ -140,7 +140,7 @@ class DeciderMetrics:
 
     def observe_view(self, view: PoolView, ctx: Context, now: Now) -> None:
         """Every gauge of one pool from the decider core's view (call after each evaluation)."""
-        from decider.emit import node_inputs  # the same inputs the decider's events carry
+        from bpfailover.decider.emit import node_inputs  # the same inputs the decider's events carry
 
         kes = {
             n.name: n.last_tip.kes_periods_left if n.last_tip is not None else None

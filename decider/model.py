@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bpfailover.protocol.wire import DeciderStatus, NodeState, Role, TipReport
 from bpfailover.settings import DeciderSettings
-from bpfailover.wire import DeciderStatus, NodeState, Role, TipReport
 
 Phase = Literal["demote", "promote"]
 
@@ -34,7 +34,7 @@ class Context:
     settings: DeciderSettings
     decider_id: str
     keepalive: float
-    # Two deciders per pool (``decider.peers``): this process's random id, and what it does now.
+    # Two deciders per pool (``bpfailover.decider.peers``): this process's random id, and what it does now.
     # Without an instance (the core built alone, as in most tests) statuses carry neither.
     instance: str | None = None
     mode: str = "active"
@@ -150,7 +150,7 @@ class Transition:
 @dataclass
 class PoolView:
     """One pool as the decider sees it; changed only through its ``PoolMachine``, which
-    relies on that to know when the pool is settled (see ``decider.pool``)."""
+    relies on that to know when the pool is settled (see ``bpfailover.decider.pool``)."""
 
     id: str
     nodes: dict[str, NodeView]

@@ -21,13 +21,14 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
+from bpfailover.decider import control, recovery, rule, safety, transition
+from bpfailover.decider.actions import Action
+from bpfailover.decider.emit import Outbox, build_status, status_key
+from bpfailover.decider.invariants import fence_warning
+from bpfailover.decider.model import Command, Context, NodeView, Now, PoolView, StartGrace
+
+from bpfailover.protocol.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
 from bpfailover.settings import PoolSpec
-from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
-from decider import control, recovery, rule, safety, transition
-from decider.actions import Action
-from decider.emit import Outbox, build_status, status_key
-from decider.invariants import fence_warning
-from decider.model import Command, Context, NodeView, Now, PoolView, StartGrace
 
 SETTLED_MARGIN = 0.01  # seconds
 

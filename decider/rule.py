@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from decider.model import Context, NodeView, Now, PoolView
+from bpfailover.decider.model import Context, NodeView, Now, PoolView
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ operator must); its "pending" role is only what it would have applied.
 
 from __future__ import annotations
 
-from decider.model import Context, NodeView, Now, PoolView, Transition
+from bpfailover.decider.model import Context, NodeView, Now, PoolView, Transition
 
 
 def acked(node: NodeView, epoch: int) -> bool:

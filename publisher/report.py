@@ -13,11 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bpfailover.publisher.chain import Chain
+from bpfailover.publisher.sources.base import SourceError, TipSample, one_line
 from pydantic import ValidationError
 
-from bpfailover.wire import TipReport, summarise
-from publisher.chain import Chain
-from publisher.sources.base import SourceError, TipSample, one_line
+from bpfailover.protocol.wire import TipReport, summarise
 
 Outcome = TipSample | SourceError
 

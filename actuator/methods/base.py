@@ -12,7 +12,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 
-from actuator.commands import (
+from bpfailover.actuator.commands import (
     UNLIMITED,
     Abort,
     Alive,
@@ -22,17 +22,14 @@ from actuator.commands import (
     run_command,
     with_retries,
 )
+
+from bpfailover.protocol.fence import demotion_bound
+from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ActuatorSettings, ConfigError
-from bpfailover.wire import AppliedRole, Role
 
 log = logging.getLogger("bpfailover.actuator")
 
 __all__ = ["Abort", "ApplyError", "Budget", "Method", "demotion_bound"]
-
-
-def demotion_bound(settings: ActuatorSettings) -> float:
-    """The longest a demotion may take: one ``apply_timeout`` window, plus one for ``stop_command``."""
-    return settings.apply_timeout * (2 if settings.stop_command else 1)
 
 
 class ApplyError(Exception):

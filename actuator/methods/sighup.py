@@ -11,11 +11,12 @@ import os
 import signal
 from pathlib import Path
 
-from actuator.atomic import atomic_move
-from actuator.commands import StepFailed, with_retries
-from actuator.methods.base import Budget, Method
+from bpfailover.actuator.atomic import atomic_move
+from bpfailover.actuator.commands import StepFailed, with_retries
+from bpfailover.actuator.methods.base import Budget, Method
+
+from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ConfigError
-from bpfailover.wire import AppliedRole, Role
 
 KEYS = ("kes_key", "vrf_key", "opcert")
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import pytest
+from bpfailover.actuator.fence import FenceTimer
 
-from actuator.fence import FENCE_SLACK, FenceTimer, advertised_fence_after
+from bpfailover.protocol.fence import FENCE_SLACK, advertised_fence_after
 
 
 class Clock:

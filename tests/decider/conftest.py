@@ -5,8 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
-from decider.pool import PoolMachine
+from bpfailover.decider.pool import PoolMachine
 
 
 @pytest.fixture(autouse=True)

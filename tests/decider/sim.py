@@ -13,8 +13,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpfailover.settings import DeciderSettings, PoolSpec
-from bpfailover.wire import (
+from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from bpfailover.decider.core import Decider
+from bpfailover.decider.model import Now
+
+from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,
     DecisionEvent,
@@ -22,9 +25,7 @@ from bpfailover.wire import (
     RoleCommand,
     TipReport,
 )
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
-from decider.core import Decider
-from decider.model import Now
+from bpfailover.settings import DeciderSettings, PoolSpec
 
 POOL = "pool1"
 KEEPALIVE = 5.0

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from bpfailover.decider import service
 
-from bpfailover.wire import DeciderStatus, Transition
-from decider import service
+from bpfailover.protocol.wire import DeciderStatus, Transition
 from tests.brokers import wait_for
 
 

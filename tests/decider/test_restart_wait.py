@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from decider import rule
+from bpfailover.decider import rule
+
 from tests.decider.sim import POOL, Sim
 
 RESTART = 30.0

@@ -20,14 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bpfailover.decider.model import Now
+from bpfailover.decider.service import DeciderService
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.logs import LOG_FORMAT, EscapingFormatter
-from bpfailover.settings import BpfConfig, DeciderSettings, load_config
-from bpfailover.signing import SignatureError, load_signing_key, load_verify_key, sign, verify_command
-from bpfailover.topics import Topics
-from bpfailover.wire import (
+from bpfailover.protocol.signing import (
+    SignatureError,
+    load_signing_key,
+    load_verify_key,
+    sign,
+    verify_command,
+)
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,
     DecisionEvent,
@@ -36,8 +43,7 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
-from decider.model import Now
-from decider.service import DeciderService
+from bpfailover.settings import BpfConfig, DeciderSettings, load_config
 from tests.brokers import BrokerHandle, wait_for
 
 pytestmark = pytest.mark.broker
@@ -541,7 +547,7 @@ def test_forged_and_unsigned_role_commands_do_not_steer_the_decider(
     start_decider: Callable[..., Running],
     nodes: Callable[..., FakeNode],
 ) -> None:
-    from bpfailover.signing import generate_key, sign_command
+    from bpfailover.protocol.signing import generate_key, sign_command
 
     topics = Topics(clean.prefix)
     forged = RoleCommand(

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bpfailover.protocol.signing import load_signing_key, sign_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import NodeState, RoleCommand, TipReport
 from bpfailover.settings import load_config
-from bpfailover.signing import load_signing_key, sign_command
-from bpfailover.topics import Topics
-from bpfailover.wire import NodeState, RoleCommand, TipReport
 from tests.brokers import BrokerHandle, MosquittoProcess
 from tests.faults.checker import NodeFiles, SplitBrainChecker
 from tests.faults.inject import Injector

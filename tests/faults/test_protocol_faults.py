@@ -14,10 +14,10 @@ import signal
 import time
 
 import pytest
+from bpfailover.actuator.atomic import atomic_write
 
-from actuator.atomic import atomic_write
-from actuator.fence import advertised_fence_after
-from bpfailover.wire import DecisionEvent, NodeState, RoleCommand
+from bpfailover.protocol.fence import advertised_fence_after
+from bpfailover.protocol.wire import DecisionEvent, NodeState, RoleCommand
 from tests.brokers import MosquittoProcess
 from tests.faults.conftest import ClusterFactory
 from tests.faults.harness import Cluster

@@ -9,9 +9,16 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from bpfailover.decider.alerts import (
+    ALERT_KINDS,
+    DeliveryError,
+    KesWatch,
+    WebhookAlerts,
+    from_settings,
+    summary,
+)
 
-from bpfailover.wire import DecisionEvent
-from decider.alerts import ALERT_KINDS, DeliveryError, KesWatch, WebhookAlerts, from_settings, summary
+from bpfailover.protocol.wire import DecisionEvent
 from tests.brokers import free_port, wait_for
 
 NOW = 1_750_000_000.0

@@ -7,11 +7,11 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+from bpfailover.decider.metrics import DeciderMetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from bpfailover.protocol.wire import DecisionEvent, NodeInputs
 from bpfailover.rejections import Rejections
-from bpfailover.wire import DecisionEvent, NodeInputs
-from decider.metrics import DeciderMetrics
 
 
 @pytest.fixture
@@ -91,8 +91,9 @@ def test_two_instances_have_separate_registries() -> None:
 
 
 def test_observe_view_reads_the_decider_core_view(metrics: DeciderMetrics) -> None:
+    from bpfailover.decider.model import Context, NodeView, Now, PoolView
+
     from bpfailover.settings import DeciderSettings
-    from decider.model import Context, NodeView, Now, PoolView
     from tests.ops import fabricate as fab
 
     now = Now(mono=100.0, wall=1_750_000_000.0)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bpfailover import status as st
-from bpfailover.topics import Topics
+from bpfailover.cli import status as st
+from bpfailover.protocol.topics import Topics
 from tests.ops import fabricate as fab
 
 NOW = 1_750_000_000.0

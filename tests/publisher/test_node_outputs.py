@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from bpfailover.publisher.chain import chain_for
+from bpfailover.publisher.report import TipReporter
+from bpfailover.publisher.sources.base import SourceError
+from bpfailover.publisher.sources.cardano_cli import parse_cli_tip
+from bpfailover.publisher.sources.prometheus import parse_metrics
 
+from bpfailover.protocol.wire import TipReport
 from bpfailover.settings import PublisherSettings
-from bpfailover.wire import TipReport
-from publisher.chain import chain_for
-from publisher.report import TipReporter
-from publisher.sources.base import SourceError
-from publisher.sources.cardano_cli import parse_cli_tip
-from publisher.sources.prometheus import parse_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -1,9 +1,9 @@
 """The simulated pool: hosts with their clocks, cardano-nodes, publishers, the REAL actuator
 core and the REAL decider core, all on the simulated network of ``tests.sim.net``.
 
-The decider is driven through ``decider.service.DeciderService``'s own ``dispatch``,
+The decider is driven through ``bpfailover.decider.service.DeciderService``'s own ``dispatch``,
 ``_link_event`` and ``_watch_read`` (only its I/O is replaced); the actuator through
-``actuator.core.ActuatorCore`` in the order ``actuator.service.ActuatorService._step``
+``bpfailover.actuator.core.ActuatorCore`` in the order ``bpfailover.actuator.service.ActuatorService._step``
 uses (contact, fence, the message, tick). Nothing here reads a real clock.
 
 Checked after every event: **S**, no two nodes forge at once. At the end of a schedule
@@ -20,24 +20,25 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from actuator import controller as controller_module
-from actuator.commands import ApplyAborted
-from actuator.controller import RoleController
-from actuator.core import ActuatorCore, PublishState
-from actuator.fence import advertised_fence_after
-from actuator.policy import Expected
-from actuator.state import StoredState
+from bpfailover.actuator import controller as controller_module
+from bpfailover.actuator.commands import ApplyAborted
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.core import ActuatorCore, PublishState
+from bpfailover.actuator.policy import Expected
+from bpfailover.actuator.state import StoredState
+from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from bpfailover.decider.alerts import KesWatch
+from bpfailover.decider.core import Decider
+from bpfailover.decider.model import Now
+from bpfailover.decider.retained import RetainedRead
+from bpfailover.decider.service import DeciderService
+
 from bpfailover.link import Incoming, LinkEvent
+from bpfailover.protocol.fence import advertised_fence_after
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import AppliedRole, DecisionEvent, Role, TipReport
 from bpfailover.rejections import Rejections
 from bpfailover.settings import ActuatorSettings, DeciderSettings, PoolSpec
-from bpfailover.topics import Topics
-from bpfailover.wire import AppliedRole, DecisionEvent, Role, TipReport
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
-from decider.alerts import KesWatch
-from decider.core import Decider
-from decider.model import Now
-from decider.retained import RetainedRead
-from decider.service import DeciderService
 from tests.sim.net import Broker, Client, Link, Loop
 
 POOL = "pool1"
@@ -45,8 +46,8 @@ PREFIX = "bpfailover"
 WALL0 = 1_700_000_000.0
 KEEPALIVE = 2.0
 TIP_INTERVAL = 2.0
-ACTUATOR_TICK = 0.5  # actuator.service.TICK is 0.25; the wait is cut to the fence instant like its _wait
-SHUTDOWN_PUBLISH_TIMEOUT = 5.0  # actuator.service
+ACTUATOR_TICK = 0.5  # the real TICK (actuator service) is 0.25; the wait is cut to the fence instant
+SHUTDOWN_PUBLISH_TIMEOUT = 5.0  # bpfailover.actuator.service
 # Set by tests.sim.mutants ("contact_any"): contact is any packet from the broker, as before the fix.
 CONTACT_ANY_PACKET = False
 
@@ -269,7 +270,7 @@ class Node:
 
 
 class SimStore:
-    """``actuator.state.StateStore`` on the node's simulated disk."""
+    """``bpfailover.actuator.state.StateStore`` on the node's simulated disk."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -283,7 +284,7 @@ class SimStore:
 
 
 class SimMemory:
-    """``actuator.contact.ContactMemory`` on the node's disk (same boot: taken as it is)."""
+    """``bpfailover.actuator.contact.ContactMemory`` on the node's disk (same boot: taken as it is)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -299,7 +300,7 @@ class SimMemory:
 
 
 class SimMethod:
-    """A Method (``actuator.methods.base``) that switches the node's configuration at once."""
+    """A Method (``bpfailover.actuator.methods.base``) that switches the node's configuration at once."""
 
     name = "sim"
     restarts_node = False  # it switches at once: no restart to wait for
@@ -327,7 +328,7 @@ class SimMethod:
 
 
 def _inline_within(seconds: float, step: Callable[[], Any], what: str, alive: Any = None) -> Any:
-    """``actuator.commands.within`` without its helper thread (the simulated disk never hangs)."""
+    """``bpfailover.actuator.commands.within`` without its helper thread (the simulated disk never hangs)."""
     return step()
 
 
@@ -391,7 +392,7 @@ class Publisher(Process, Quiet):
 
 
 class Actuator(Process):
-    """The real ActuatorCore, driven as ``actuator.service`` drives it."""
+    """The real ActuatorCore, driven as ``bpfailover.actuator.service`` drives it."""
 
     def __init__(self, world: World, node: Node) -> None:
         super().__init__(world, node.host, f"actuator-{node.name}")

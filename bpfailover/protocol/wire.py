@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bpfailover.topics import NodeName, PoolId
+from bpfailover.protocol.topics import NodeName, PoolId
 
 MAX_PAYLOAD = 8 * 1024
 WIRE_VERSION = 1

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfailover.logs import escape_control
-from bpfailover.settings import BpfConfig
-from bpfailover.topics import TopicError, Topics
-from bpfailover.wire import (
+from bpfailover.protocol.topics import TopicError, Topics
+from bpfailover.protocol.wire import (
     DeciderStatus,
     DecisionEvent,
     NodeState,
@@ -37,6 +36,7 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
+from bpfailover.settings import BpfConfig
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
