@@ -20,6 +20,7 @@ from typing import Any
 
 import promql_parser as promql  # a test extra: a Prometheus-compatible PromQL parser (Rust)
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from bpfailover.topics import Topics
@@ -27,7 +28,9 @@ from decider.service import DeciderService
 from tests.brokers import BrokerHandle, free_port, wait_for
 from tests.decider.test_service import FakeNode, Running, decider_config
 
-DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "bpfailover.json"
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "grafana"
+DASHBOARD = DEPLOY / "bpfailover.json"
+OPERATIONS = DEPLOY.parents[1] / "docs" / "operations.md"
 DATASOURCE = "${datasource}"
 NODES = ("bp1", "bp2")
 
@@ -251,6 +254,15 @@ def test_the_panels_cover_what_the_issue_asks_for() -> None:
         assert over_time, f"{name} over time"
     rejected = [t["expr"] for p in by_metric["bpfailover_rejected_messages_total"] for t in p["targets"]]
     assert any(re.search(r"by \([^)]*\breason\b", e) for e in rejected), "rejected messages by reason"
+
+
+def test_the_provisioning_file_loads_the_dashboard_from_the_folder_the_docs_name() -> None:
+    config = yaml.safe_load((DEPLOY / "provisioning.yaml").read_text())
+    assert config["apiVersion"] == 1
+    (provider,) = config["providers"]
+    assert provider["type"] == "file"
+    folder = provider["options"]["path"]
+    assert f"{folder}/bpfailover.json" in OPERATIONS.read_text(), "docs/operations.md copies the file there"
 
 
 def test_every_expression_is_valid_promql() -> None:
