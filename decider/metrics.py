@@ -97,6 +97,7 @@ class DeciderMetrics:
         self.up = Gauge("bpfailover_decider_up", "1 while the decider runs", registry=r)
         self.up.set(1)
         r.register(REJECTED)
+        self._counters_started: set[str] = set()
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -180,10 +181,12 @@ class DeciderMetrics:
             kes=kes,
         )
         self.stale_after.labels(view.id).set(ctx.settings.stale_after)
-        self.start_counters(view.id, view.nodes)
+        if view.id not in self._counters_started:  # its nodes are configured: once is enough
+            self.start_counters(view.id, view.nodes)
 
     def start_counters(self, pool: str, nodes: Iterable[str]) -> None:
         """Create a pool's counters at 0: a series that appears at 1 shows no ``increase()``."""
+        self._counters_started.add(pool)
         for kind in CHANGE_KINDS:
             self.changes.labels(pool, kind)
         for node in nodes:
