@@ -213,6 +213,13 @@ def test_the_dashboard_is_an_importable_grafana_dashboard() -> None:
     assert 36 <= dashboard["schemaVersion"] <= 41
     found = [p for p in panels(dashboard) if p["type"] != "row"]
     assert len({p["id"] for p in found}) == len(found), "panel ids are unique"
+    cells = [
+        (x, y)
+        for p in found
+        for x in range(p["gridPos"]["x"], p["gridPos"]["x"] + p["gridPos"]["w"])
+        for y in range(p["gridPos"]["y"], p["gridPos"]["y"] + p["gridPos"]["h"])
+    ]
+    assert len(set(cells)) == len(cells), "no two panels overlap"
     for panel in found:
         grid = panel["gridPos"]
         assert panel["title"] and grid["x"] >= 0 and grid["x"] + grid["w"] <= 24, panel["title"]
