@@ -224,8 +224,13 @@ class DeciderMetrics:
 
 
 def fenced_node(event: DecisionEvent) -> str | None:
-    """The node a ``fenced`` event is about: the one that reports it demoted itself (``to``), or
-    the old producer the decider counts certainly fenced (``from``, promoting ``to``)."""
+    """The node a ``fenced`` event counts for: the one that reports it demoted itself (``to``), or
+    the old producer the decider counts certainly fenced (``from``, promoting ``to``).
+
+    The first is the actuator's own report, a fact in any mode; the second belongs to a
+    transition, and a dry-run pool's transitions change nothing."""
     if event.kind != "fenced":
         return None
-    return event.from_ or event.to
+    if event.from_ is not None:
+        return None if event.dry_run else event.from_
+    return event.to

@@ -156,6 +156,10 @@ def test_fencing_events_are_counted_for_the_fenced_node(metrics: DeciderMetrics)
     metrics.observe_event(DecisionEvent(pool="p", at=1.0, kind="fenced", to="bp1", epoch=3))
     metrics.observe_event(DecisionEvent(pool="p", at=2.0, kind="fenced", from_="bp1", to="bp2", epoch=4))
     metrics.observe_event(DecisionEvent(pool="p", at=3.0, kind="failover", from_="bp1", to="bp2", epoch=4))
+    dry = DecisionEvent(pool="p", at=4.0, kind="fenced", from_="bp2", to="bp1", epoch=5, dry_run=True)
+    metrics.observe_event(dry)  # a dry-run transition's conclusion: nothing was fenced
     get = metrics.registry.get_sample_value
     assert get("bpfailover_fenced_total", {"pool": "p", "node": "bp1"}) == 2
     assert get("bpfailover_fenced_total", {"pool": "p", "node": "bp2"}) is None
+    metrics.observe_event(DecisionEvent(pool="p", at=5.0, kind="fenced", to="bp2", epoch=5, dry_run=True))
+    assert get("bpfailover_fenced_total", {"pool": "p", "node": "bp2"}) == 1, "its own report counts"
