@@ -84,6 +84,7 @@ class FakeNode:
         self.role, self.epoch = "relay", 0
         self.command: RoleCommand | None = None  # the signed command behind its epoch
         self.stalled_at: float | None = None
+        self.kes_periods_left: int | None = None  # reported in its tips when set
         self.received: list[RoleCommand] = []
         self.link = MqttLink(
             broker.mqtt_settings(f"{name}-actuator"),
@@ -130,6 +131,7 @@ class FakeNode:
             sent_at=now,
             ok=True,
             tip_time=tip_time,
+            kes_periods_left=self.kes_periods_left,
         )
         self.tip_link.publish(self.topics.tip(self.pool, self.name), report.to_json(), retain=True)
 
