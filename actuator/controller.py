@@ -26,7 +26,6 @@ from bpfailover.actuator.methods.base import Abort
 from bpfailover.actuator.policy import Verdict
 from bpfailover.actuator.roles import RoleState, Start, role_state
 from bpfailover.actuator.state import StateCorrupt, StateStore, StoredState
-
 from bpfailover.logs import log_exception
 from bpfailover.protocol.wire import AppliedRole, Role, RoleCommand
 

@@ -35,7 +35,6 @@ from typing import Protocol
 from bpfailover.actuator.controller import RoleController
 from bpfailover.actuator.fence import FenceTimer
 from bpfailover.actuator.policy import CommandRejected, Expected, check_command
-
 from bpfailover.protocol.fence import advertised_fence_after
 from bpfailover.protocol.wire import NodeState, RoleCommand
 from bpfailover.rejections import Rejections

@@ -25,7 +25,6 @@ from bpfailover.actuator.methods.base import demotion_bound
 from bpfailover.actuator.policy import Expected
 from bpfailover.actuator.state import StateStore
 from bpfailover.actuator.watchdog import Watchdog, watchdog_restart_bound
-
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.logs import log_exception
 from bpfailover.protocol.fence import FENCE_SLACK

@@ -12,9 +12,9 @@ import json
 import time
 from pathlib import Path
 
-from bpfailover.actuator.atomic import atomic_write
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bpfailover.actuator.atomic import atomic_write
 from bpfailover.protocol.topics import NodeName, PoolId
 from bpfailover.protocol.wire import Role, RoleCommand, summarise
 

@@ -38,12 +38,12 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
-from bpfailover.broker.bundle import write_bundle
-from bpfailover.broker.mosquitto import render_acl
-from bpfailover.broker.passwd import passwd_line
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
+from bpfailover.broker.bundle import write_bundle
+from bpfailover.broker.mosquitto import render_acl
+from bpfailover.broker.passwd import passwd_line
 from bpfailover.protocol.signing import load_signing_key, sign_command
 from bpfailover.protocol.wire import NodeState, RoleCommand
 

@@ -33,11 +33,10 @@ import logging
 import pstats
 import time
 
+from bench.common import DECIDER_ID, NODES, PREFIX, pool_id, steady_messages, tip_json
 from bpfailover.decider.actions import Action, PublishStatus
 from bpfailover.decider.model import Now
 from bpfailover.decider.service import DeciderService
-
-from bench.common import DECIDER_ID, NODES, PREFIX, pool_id, steady_messages, tip_json
 from bpfailover.link import Incoming
 from bpfailover.protocol.wire import TipReport, decode
 from bpfailover.settings import BpfConfig, DeciderSettings, PoolSpec

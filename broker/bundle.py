@@ -26,7 +26,6 @@ from pathlib import Path
 
 from bpfailover.broker import certs, configs, mosquitto
 from bpfailover.broker.passwd import new_password, passwd_line
-
 from bpfailover.protocol.signing import generate_key, private_key_pem, public_key_b64, public_key_pem
 from bpfailover.protocol.topics import TopicError, check_id, check_prefix
 

@@ -20,7 +20,6 @@ from collections import OrderedDict
 from bpfailover.decider import transition
 from bpfailover.decider.emit import Outbox, time_text
 from bpfailover.decider.rule import why_not
-
 from bpfailover.protocol.wire import ControlRequest
 
 ANSWERS_KEPT = 256

@@ -52,7 +52,6 @@ from bpfailover.decider.facts import (
 from bpfailover.decider.model import Context, Now, PoolView
 from bpfailover.decider.peers import Peers
 from bpfailover.decider.pool import PoolMachine
-
 from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,

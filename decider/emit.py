@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
 from bpfailover.decider.model import Command, Context, Now, PoolView
 from bpfailover.decider.rule import why_not
-
 from bpfailover.protocol.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
 from bpfailover.protocol.wire import Transition as WireTransition
 

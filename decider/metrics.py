@@ -36,9 +36,9 @@ import threading
 from collections.abc import Iterable, Mapping
 from wsgiref.simple_server import WSGIServer
 
-from bpfailover.decider.model import Context, Now, PoolView
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from bpfailover.decider.model import Context, Now, PoolView
 from bpfailover.protocol.wire import DecisionEvent, NodeInputs
 from bpfailover.rejections import REJECTED
 

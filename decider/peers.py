@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from typing import NamedTuple
 
 from bpfailover.decider.model import Now
-
 from bpfailover.protocol.wire import DeciderStatus
 
 

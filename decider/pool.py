@@ -26,7 +26,6 @@ from bpfailover.decider.actions import Action
 from bpfailover.decider.emit import Outbox, build_status, status_key
 from bpfailover.decider.invariants import fence_warning
 from bpfailover.decider.model import Command, Context, NodeView, Now, PoolView, StartGrace
-
 from bpfailover.protocol.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
 from bpfailover.settings import PoolSpec
 

@@ -14,7 +14,6 @@ import logging
 import time
 
 from bpfailover.decider.peers import duplicate_line
-
 from bpfailover.link import Incoming, LinkError, MqttLink, make_client_id
 from bpfailover.protocol.wire import DeciderStatus, PayloadRejected, decode
 from bpfailover.settings import MqttSettings

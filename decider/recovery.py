@@ -21,7 +21,6 @@ from bpfailover.decider.emit import Outbox
 from bpfailover.decider.model import NodeView, PoolView, Transition
 from bpfailover.decider.rule import rank, why_not
 from bpfailover.decider.safety import applied, might_produce
-
 from bpfailover.protocol.wire import DeciderStatus
 
 

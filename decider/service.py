@@ -71,7 +71,6 @@ from bpfailover.decider.metrics import DeciderMetrics
 from bpfailover.decider.model import Now
 from bpfailover.decider.probe import find_duplicate
 from bpfailover.decider.retained import RetainedRead
-
 from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.logs import log_exception
 from bpfailover.protocol.signing import (

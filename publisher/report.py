@@ -13,11 +13,11 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bpfailover.publisher.chain import Chain
-from bpfailover.publisher.sources.base import SourceError, TipSample, one_line
 from pydantic import ValidationError
 
 from bpfailover.protocol.wire import TipReport, summarise
+from bpfailover.publisher.chain import Chain
+from bpfailover.publisher.sources.base import SourceError, TipSample, one_line
 
 Outcome = TipSample | SourceError
 

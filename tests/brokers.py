@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+
 from bpfailover.broker.bundle import node_config, write_bundle
 from bpfailover.broker.mosquitto import NODE_DUTIES, node_user
 from bpfailover.broker.mosquitto import find_mosquitto as broker_binary
 from bpfailover.broker.passwd import new_password, passwd_line
-
 from bpfailover.protocol.signing import load_signing_key, sign
 from bpfailover.protocol.wire import ControlRequest
 from bpfailover.settings import MqttSettings, read_toml

@@ -22,7 +22,6 @@ from bpfailover.actuator.commands import (
     run_command,
     with_retries,
 )
-
 from bpfailover.protocol.fence import demotion_bound
 from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ActuatorSettings, ConfigError

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bpfailover.actuator.methods.base import Budget, Method
-
 from bpfailover.protocol.wire import AppliedRole, Role
 
 

@@ -16,7 +16,6 @@ from bpfailover.actuator.atomic import atomic_write
 from bpfailover.actuator.commands import StepFailed
 from bpfailover.actuator.methods import pool_name
 from bpfailover.actuator.methods.base import Budget, Method
-
 from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ConfigError
 

@@ -14,7 +14,6 @@ from pathlib import Path
 from bpfailover.actuator.atomic import atomic_move
 from bpfailover.actuator.commands import StepFailed, with_retries
 from bpfailover.actuator.methods.base import Budget, Method
-
 from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ConfigError
 

@@ -8,7 +8,6 @@ from bpfailover.publisher.sources.cardano_cli import CardanoCliSource
 from bpfailover.publisher.sources.command import CommandSource
 from bpfailover.publisher.sources.prometheus import PrometheusSource
 from bpfailover.publisher.sources.simulate import SimulatedChain
-
 from bpfailover.settings import ConfigError, PublisherSettings
 
 __all__ = ["SourceError", "TipSample", "TipSource", "make_source"]

@@ -22,8 +22,9 @@ import re
 import urllib.error
 import urllib.request
 
-from bpfailover.publisher.sources.base import SourceError, TipSample, count, one_line, required_count
 from prometheus_client.parser import text_string_to_metric_families
+
+from bpfailover.publisher.sources.base import SourceError, TipSample, count, one_line, required_count
 
 MAX_BODY = 8 * 1024 * 1024
 _PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")

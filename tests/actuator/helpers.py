@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bpfailover.actuator.state import StateStore
-
 from bpfailover.protocol.wire import RoleCommand
 from bpfailover.settings import ActuatorSettings
 

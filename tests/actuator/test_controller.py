@@ -8,11 +8,11 @@ import threading
 import time
 
 import pytest
+
 from bpfailover.actuator.controller import MARK_WAIT, RoleController
 from bpfailover.actuator.methods import build_method
 from bpfailover.actuator.policy import CommandRejected, epoch_rule
 from bpfailover.actuator.state import StoredState
-
 from bpfailover.settings import ActuatorSettings
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command, running_sleeps
 

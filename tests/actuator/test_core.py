@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+
 from bpfailover.actuator.contact import ContactMemory
 from bpfailover.actuator.controller import RoleController
 from bpfailover.actuator.core import ActuatorCore, PublishState
@@ -16,7 +17,6 @@ from bpfailover.actuator.methods import build_method
 from bpfailover.actuator.methods.base import demotion_bound
 from bpfailover.actuator.policy import Expected
 from bpfailover.actuator.state import StoredState
-
 from bpfailover.protocol.wire import NodeState
 from bpfailover.rejections import Rejections
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command

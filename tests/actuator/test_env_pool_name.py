@@ -11,8 +11,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from bpfailover.actuator.methods import ApplyError, build_method, pool_name
 
+from bpfailover.actuator.methods import ApplyError, build_method, pool_name
 from bpfailover.settings import ActuatorSettings, ConfigError
 from tests.actuator.helpers import NodeFiles
 

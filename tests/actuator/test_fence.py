@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from bpfailover.actuator.fence import FenceTimer
 
+from bpfailover.actuator.fence import FenceTimer
 from bpfailover.protocol.fence import FENCE_SLACK, advertised_fence_after
 
 

@@ -14,9 +14,9 @@ import logging
 import time
 
 import pytest
+
 from bpfailover.actuator.service import ActuatorService
 from bpfailover.actuator.state import StoredState
-
 from bpfailover.protocol.fence import FENCE_SLACK
 from bpfailover.settings import BpfConfig, load_config
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from bpfailover.actuator.methods import ApplyError, build_method
 from bpfailover.actuator.methods.base import demotion_bound
-
 from bpfailover.settings import ConfigError
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, make_recorder, running_sleeps
 from tests.brokers import wait_for

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
+
 from bpfailover.actuator.controller import RoleController
 from bpfailover.actuator.methods import build_method
 from bpfailover.actuator.roles import ENDS, STARTS, IllegalMove, RoleState, end, role_state, start
-
 from tests.actuator.helpers import NodeFiles
 
 R = RoleState

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from bpfailover.actuator.service import ActuatorService
 from bpfailover.actuator.state import StoredState
 from bpfailover.actuator.watchdog import watchdog_restart_bound
-
 from bpfailover.protocol.signing import generate_key, load_signing_key, sign_command
 from bpfailover.protocol.topics import Topics
 from bpfailover.protocol.wire import NodeState

@@ -360,7 +360,6 @@ def test_extra_connections_of_one_service_get_distinct_client_ids(broker, links)
 
 def test_subscriptions_are_cut_into_batches_that_fit_the_brokers_packet_limit() -> None:
     from bpfailover.broker.mosquitto import MAX_PACKET_SIZE
-
     from bpfailover.link import SUBSCRIBE_BYTES, subscribe_batches
 
     topics = [f"bpfailover/pool{i:04d}/{kind}/+" for i in range(1000) for kind in ("tip", "state", "role")]

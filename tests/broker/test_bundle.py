@@ -16,11 +16,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+
 from bpfailover.broker.bundle import current_user, write_bundle
 from bpfailover.broker.mosquitto import MAX_PACKET_SIZE
 from bpfailover.broker.passwd import check_password, hash_password
-from cryptography import x509
-
 from bpfailover.cli import main
 from bpfailover.protocol.signing import load_signing_key, load_verify_key, public_key_b64
 from bpfailover.protocol.wire import MAX_PAYLOAD

@@ -11,7 +11,6 @@ from typing import Any
 from bpfailover.decider.actions import Action, PublishEvent, PublishPresence, PublishRole, PublishStatus
 from bpfailover.decider.core import Decider
 from bpfailover.decider.model import Now, PoolView
-
 from bpfailover.protocol.wire import DeciderStatus
 from tests.decider.sim import KEEPALIVE, POOL, Sim
 

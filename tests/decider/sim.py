@@ -16,7 +16,6 @@ from typing import Any
 from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
 from bpfailover.decider.core import Decider
 from bpfailover.decider.model import Now
-
 from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from bpfailover.decider.control_gate import CONTROL_MAX_AGE, ControlGate
-
 from bpfailover.protocol.signing import generate_key, key_id, sign
 from bpfailover.protocol.wire import ControlRequest
 

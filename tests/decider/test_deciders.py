@@ -131,8 +131,8 @@ def test_two_deciders_with_the_same_id_both_active_leave_exactly_one() -> None:
 
 def test_a_takeover_delay_of_zero_is_refused() -> None:
     import pytest
-    from bpfailover.decider.invariants import check_invariants
 
+    from bpfailover.decider.invariants import check_invariants
     from bpfailover.settings import ConfigError, DeciderSettings
 
     with pytest.raises(ConfigError, match=r"decider.takeover_delay \(0s\) must be greater than 0"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from bpfailover.decider.actions import Reject
 from bpfailover.decider.rule import why_not
-
 from tests.decider.sim import POOL, Sim
 
 

@@ -10,8 +10,8 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from bpfailover.decider import service
 
+from bpfailover.decider import service
 from bpfailover.protocol.wire import DeciderStatus, Transition
 from tests.brokers import wait_for
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from typing import Any
 
 from bpfailover.decider import rule
-
 from tests.decider.sim import POOL, Sim
 
 RESTART = 30.0

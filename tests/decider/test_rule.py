@@ -5,11 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from bpfailover.decider.emit import node_inputs
-from bpfailover.decider.metrics import DeciderMetrics
 from prometheus_client import CollectorRegistry
 
 from bpfailover.cli import status
+from bpfailover.decider.emit import node_inputs
+from bpfailover.decider.metrics import DeciderMetrics
 from bpfailover.protocol.topics import Topics
 from tests.decider.sim import KEEPALIVE, WALL0, Sim
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 
 import pytest
-from bpfailover.decider.invariants import check_invariants
 
+from bpfailover.decider.invariants import check_invariants
 from bpfailover.protocol.wire import NodeState
 from bpfailover.settings import ConfigError, DeciderSettings
 from tests.decider.sim import KEEPALIVE, POOL, WALL0, Sim

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from bpfailover.decider.model import Now
-from bpfailover.decider.service import DeciderService
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bpfailover.decider.model import Now
+from bpfailover.decider.service import DeciderService
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.logs import LOG_FORMAT, EscapingFormatter
 from bpfailover.protocol.signing import (

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from bpfailover.decider.model import Now
 from bpfailover.decider.pool import PoolMachine, Settled
-
 from tests.decider.sim import Sim
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
+
 from bpfailover.decider.actions import PublishRole
 from bpfailover.decider.core import STALE_MARGIN, Decider
-
 from tests.decider.sim import KEEPALIVE, POOL, Sim
 
 
@@ -83,7 +83,6 @@ def test_the_grace_still_holds_when_the_read_completes_first() -> None:
 def test_pools_recovered_together_republish_their_status_spread_over_the_interval() -> None:
     from bpfailover.decider.actions import PublishStatus
     from bpfailover.decider.model import Now
-
     from bpfailover.settings import DeciderSettings, PoolNode, PoolSpec
 
     interval = 30.0
@@ -110,7 +109,6 @@ def test_the_serve_loop_is_not_woken_for_stale_producers_while_nothing_may_be_de
     import time
 
     from bpfailover.decider.service import DeciderService, wall_and_mono
-
     from bpfailover.settings import BpfConfig, DeciderSettings, PoolNode, PoolSpec
 
     pools = [PoolSpec(id="p1", nodes=[PoolNode(name="a"), PoolNode(name="b")])]

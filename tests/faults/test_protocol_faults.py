@@ -14,8 +14,8 @@ import signal
 import time
 
 import pytest
-from bpfailover.actuator.atomic import atomic_write
 
+from bpfailover.actuator.atomic import atomic_write
 from bpfailover.protocol.fence import advertised_fence_after
 from bpfailover.protocol.wire import DecisionEvent, NodeState, RoleCommand
 from tests.brokers import MosquittoProcess

@@ -24,9 +24,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+
 from bpfailover.decider.model import Now
 from bpfailover.decider.service import DeciderService
-
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.protocol.signing import SignatureError, load_verify_key, verify_command
 from bpfailover.protocol.topics import Topics

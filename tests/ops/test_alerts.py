@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+
 from bpfailover.decider.alerts import (
     ALERT_KINDS,
     DeliveryError,
@@ -17,7 +18,6 @@ from bpfailover.decider.alerts import (
     from_settings,
     summary,
 )
-
 from bpfailover.protocol.wire import DecisionEvent
 from tests.brokers import free_port, wait_for
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 import yaml
-from bpfailover.broker.bundle import write_bundle
 
+from bpfailover.broker.bundle import write_bundle
 from bpfailover.cli import build_parser
 from bpfailover.settings import load_config
 

@@ -111,7 +111,6 @@ def test_missing_mosquitto_is_one_clear_message_and_exit_2(
 
 def test_demo_timings_respect_the_decider_invariants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from bpfailover.decider.invariants import check_invariants
-
     from bpfailover.settings import DeciderSettings
 
     t = demo.TIMINGS
@@ -125,7 +124,6 @@ def test_demo_timings_respect_the_decider_invariants(tmp_path: Path, monkeypatch
         apply_timeout=float(t["BPF_DECIDER__APPLY_TIMEOUT"]),
     )
     from bpfailover.broker.bundle import write_bundle
-
     from bpfailover.protocol.fence import advertised_for
     from bpfailover.settings import load_config
 

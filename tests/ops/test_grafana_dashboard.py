@@ -21,9 +21,9 @@ from typing import Any
 import promql_parser as promql  # a test extra: a Prometheus-compatible PromQL parser (Rust)
 import pytest
 import yaml
-from bpfailover.decider.service import DeciderService
 from prometheus_client.parser import text_string_to_metric_families
 
+from bpfailover.decider.service import DeciderService
 from bpfailover.protocol.topics import Topics
 from tests.brokers import BrokerHandle, free_port, wait_for
 from tests.decider.test_service import FakeNode, Running, decider_config

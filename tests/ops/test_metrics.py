@@ -7,9 +7,9 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
-from bpfailover.decider.metrics import DeciderMetrics
 from prometheus_client.parser import text_string_to_metric_families
 
+from bpfailover.decider.metrics import DeciderMetrics
 from bpfailover.protocol.wire import DecisionEvent, NodeInputs
 from bpfailover.rejections import Rejections
 
@@ -92,7 +92,6 @@ def test_two_instances_have_separate_registries() -> None:
 
 def test_observe_view_reads_the_decider_core_view(metrics: DeciderMetrics) -> None:
     from bpfailover.decider.model import Context, NodeView, Now, PoolView
-
     from bpfailover.settings import DeciderSettings
     from tests.ops import fabricate as fab
 
@@ -131,7 +130,6 @@ def test_observe_view_reads_the_decider_core_view(metrics: DeciderMetrics) -> No
 
 def test_a_pools_counters_start_at_zero_with_its_view(metrics: DeciderMetrics) -> None:
     from bpfailover.decider.model import Context, NodeView, Now, PoolView
-
     from bpfailover.settings import DeciderSettings
 
     get = metrics.registry.get_sample_value

@@ -9,9 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from bpfailover.actuator.service import TICK
 from bpfailover.actuator.watchdog import UNIT_RESTART_SEC, UNIT_TIMEOUT_ABORT_SEC, watchdog_restart_bound
-
 from bpfailover.cli import build_parser
 from bpfailover.durations import parse_duration
 from bpfailover.protocol.fence import effective_fence_after

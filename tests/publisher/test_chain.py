@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from bpfailover.publisher.chain import MAINNET, PREPROD, PREVIEW, chain_for
 
+from bpfailover.publisher.chain import MAINNET, PREPROD, PREVIEW, chain_for
 from bpfailover.settings import ConfigError, PublisherSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"

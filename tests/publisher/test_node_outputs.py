@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from bpfailover.protocol.wire import TipReport
 from bpfailover.publisher.chain import chain_for
 from bpfailover.publisher.report import TipReporter
 from bpfailover.publisher.sources.base import SourceError
 from bpfailover.publisher.sources.cardano_cli import parse_cli_tip
 from bpfailover.publisher.sources.prometheus import parse_metrics
-
-from bpfailover.protocol.wire import TipReport
 from bpfailover.settings import PublisherSettings
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from bpfailover.publisher.chain import MAINNET, PREVIEW
-from bpfailover.publisher.service import Publisher
-from bpfailover.publisher.sources import SourceError
 
 from bpfailover.link import Incoming, MqttLink, make_client_id
 from bpfailover.protocol.topics import Topics
 from bpfailover.protocol.wire import TipReport, decode
+from bpfailover.publisher.chain import MAINNET, PREVIEW
+from bpfailover.publisher.service import Publisher
+from bpfailover.publisher.sources import SourceError
 from bpfailover.settings import load_config
 from tests.brokers import BrokerHandle, wait_for
 

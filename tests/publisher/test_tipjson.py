@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from bpfailover.publisher.sources.base import SourceError, one_line
 from bpfailover.publisher.sources.tipjson import parse_tip_json
 

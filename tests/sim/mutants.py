@@ -28,7 +28,6 @@ from bpfailover.actuator.policy import CommandRejected, Verdict
 from bpfailover.decider import pool as decider_pool
 from bpfailover.decider import safety
 from bpfailover.decider.model import Command, NodeView, Now
-
 from bpfailover.protocol.wire import NodeState, RoleCommand
 from tests.sim import world as sim_world
 

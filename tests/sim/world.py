@@ -32,7 +32,6 @@ from bpfailover.decider.core import Decider
 from bpfailover.decider.model import Now
 from bpfailover.decider.retained import RetainedRead
 from bpfailover.decider.service import DeciderService
-
 from bpfailover.link import Incoming, LinkEvent
 from bpfailover.protocol.fence import advertised_fence_after
 from bpfailover.protocol.topics import Topics
