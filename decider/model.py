@@ -60,15 +60,15 @@ class StartGrace:
     """A restart the node's actuator ran for a role change, as the decider received it.
 
     While it lasts, a producer's stale tip is not a failure and a standby is not eligible. It
-    ends when a fresh tip sent after the restart comes in, or ``limit`` seconds (the node's
-    start_timeout, capped by max_start_timeout) after the state that announced it arrived: timed
-    on the decider's own clock, never the node's.
+    ends when a fresh tip of a block made after the restart comes in, or ``limit`` seconds
+    (the node's start_timeout, capped by max_start_timeout) after the state that announced it
+    arrived: timed on the decider's own clock, never the node's.
     """
 
     since: float  # the state's starting_since: which restart this is
     received_mono: float
     limit: float
-    up: bool = False  # a fresh tip sent after the restart came in
+    up: bool = False  # a fresh tip of a block made after the restart came in
 
     def left(self, now: Now) -> float:
         """Seconds of the wait left; 0 when it is over."""

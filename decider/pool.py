@@ -114,8 +114,12 @@ class PoolMachine:
         node.fresh_streak = node.fresh_streak + 1 if fresh else 0
         if usable:
             node.tip_time = report.tip_time
-        if fresh and node.start is not None and report.sent_at > node.start.since:
-            node.start.up = True  # (the publisher runs on the node: its clock is the actuator's)
+        if fresh and node.start is not None and report.tip_time > node.start.since:  # type: ignore[operator]
+            # Up again: it has a block made after the restart. A tip from before it proves nothing,
+            # however young: a node that answers with the chain it had (a slow shutdown, a replay
+            # that serves its old tip) is not yet following the chain. (The publisher runs on the
+            # node: the restart instant is on the same clock as the tip's slot time.)
+            node.start.up = True
         if not retained:
             # A retained report was sent long ago: its delay says nothing about the clock.
             node.skew = received_at - report.sent_at

@@ -262,6 +262,10 @@ class Cluster:
             proxy = FaultProxy(broker.host, broker.port, name=name)
             self.nodes[name] = NodeSetup(name, publisher, actuator, proxy, files, stall_file)
 
+    def set_node_env(self, name: str, **env: str) -> None:
+        """Extra ``BPF_*`` variables for ``name``'s processes; call before ``start``."""
+        self._node_env.setdefault(name, {}).update(env)
+
     # --- start / stop ---------------------------------------------------------------------------
 
     def note(self, what: str) -> float:
