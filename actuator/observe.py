@@ -98,18 +98,41 @@ def read_metrics(text: str) -> Sight:
     return Sight(forging=forging, up=up, start=start)
 
 
-def read_log_lines(lines: list[str]) -> Sight | None:
-    """The latest forging verdict among cardano-node log lines; None when none is among them.
+# The same events in the node's JSON (machine) log format: "kind":"BlockForgingUpdate" with
+# "enabled":"EnabledBlockForging" | "DisabledBlockForging" | "NotEffective".
+_JSON_UPDATE = re.compile(r'"kind"\s*:\s*"BlockForgingUpdate".*?"enabled"\s*:\s*"(\w+)"|'
+                          r'"enabled"\s*:\s*"(\w+)".*?"kind"\s*:\s*"BlockForgingUpdate"')
+
+
+def read_log_line(line: str) -> Sight | None:
+    """The forging verdict of one cardano-node log line (text or JSON format), if it has one.
 
     A reconfiguration error leaves forging as it was: it is no verdict.
     """
-    for line in reversed(lines):
-        if ENABLED in line:
+    if ENABLED in line:
+        return Sight(forging=True, up=True)
+    if DISABLED in line:
+        return Sight(forging=False, up=True)
+    if NOT_EFFECTIVE in line:
+        return Sight(forging=None, up=False, ignored=True)
+    match = _JSON_UPDATE.search(line)
+    if match is not None:
+        value = match.group(1) or match.group(2)
+        if value == "EnabledBlockForging":
             return Sight(forging=True, up=True)
-        if DISABLED in line:
+        if value == "DisabledBlockForging":
             return Sight(forging=False, up=True)
-        if NOT_EFFECTIVE in line:
+        if value == "NotEffective":
             return Sight(forging=None, up=False, ignored=True)
+    return None
+
+
+def read_log_lines(lines: list[str]) -> Sight | None:
+    """The latest forging verdict among cardano-node log lines; None when none is among them."""
+    for line in reversed(lines):
+        found = read_log_line(line)
+        if found is not None:
+            return found
     return None
 
 
