@@ -100,8 +100,10 @@ def read_metrics(text: str) -> Sight:
 
 # The same events in the node's JSON (machine) log format: "kind":"BlockForgingUpdate" with
 # "enabled":"EnabledBlockForging" | "DisabledBlockForging" | "NotEffective".
-_JSON_UPDATE = re.compile(r'"kind"\s*:\s*"BlockForgingUpdate".*?"enabled"\s*:\s*"(\w+)"|'
-                          r'"enabled"\s*:\s*"(\w+)".*?"kind"\s*:\s*"BlockForgingUpdate"')
+_JSON_UPDATE = re.compile(
+    r'"kind"\s*:\s*"BlockForgingUpdate".*?"enabled"\s*:\s*"(\w+)"|'
+    r'"enabled"\s*:\s*"(\w+)".*?"kind"\s*:\s*"BlockForgingUpdate"'
+)
 
 
 def read_log_line(line: str) -> Sight | None:

@@ -70,8 +70,9 @@ StartNode = Callable[..., Node]
 def start_node(tmp_path: Path) -> Iterator[StartNode]:
     started: list[Node] = []
 
-    def start(*, keys_in_place: bool, keys_at_start: bool = True, replaying: bool = False,
-              metric_bug: bool = False) -> Node:
+    def start(
+        *, keys_in_place: bool, keys_at_start: bool = True, replaying: bool = False, metric_bug: bool = False
+    ) -> Node:
         folder = tmp_path / "node"
         folder.mkdir()
         live = tmp_path / "keys"
