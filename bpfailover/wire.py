@@ -203,6 +203,7 @@ class NodeInputs(WireModel):
     role: AppliedRole = "unknown"
     epoch: Count = 0
     skew: float | None = None
+    forging: bool | None = None  # as its actuator sees its node (NodeState.forging)
 
 
 class DecisionEvent(WireModel):
