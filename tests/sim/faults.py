@@ -13,6 +13,10 @@ generator aims at the four fault classes the safety fixes are about:
    so that its DISCONNECT is lost and the broker sends its Will later);
 4. ``flap``: the producer's links let CONNECT/CONNACK and pings through but lose every
    publish, and drop every few seconds (a new connection, a new Will, each time).
+
+``idle`` (NodeState.forging): a node restarts with the non-producing flag and keeps its keys,
+so it relays with a fresh tip but does not forge until a SIGHUP; ``broken``, even that does
+nothing for the fault's duration, and the decider must fail it over (not_forging_after).
 """
 
 from __future__ import annotations
@@ -60,6 +64,7 @@ WEIGHTS = {
     "broker_restart": 2,
     "rollback": 2,
     "dup": 2,
+    "idle": 4,
 }
 
 
@@ -110,6 +115,8 @@ def generate(seed: int, nodes: int = 3) -> list[Fault]:
             faults.append(Fault(at, kind, "", r(0.2, 10), str(r(5, 120))))
         elif kind == "dup":
             faults.append(Fault(at, kind, "", r(10, 100), str(r(0.05, 0.5))))
+        elif kind == "idle":
+            faults.append(Fault(at, kind, node, r(5, 90), rng.choice(["", "broken"])))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -257,6 +264,14 @@ class Injector:
         elif kind == "dup":
             broker.dup_rate = float(f.arg)
             self.later(f.duration, lambda: setattr(broker, "dup_rate", 0.0))
+        elif kind == "idle":
+            # Its node restarts with the non-producing flag: keys in place, not forging, until a
+            # SIGHUP (which does nothing while ``broken``); its tip stays fresh.
+            node = world.nodes[self.node(f.target)]
+            node.idle = True
+            node.sighup_broken = f.arg == "broken"
+            world.changed()
+            self.later(f.duration, lambda: setattr(node, "sighup_broken", False))
         else:
             raise ValueError(kind)
 
