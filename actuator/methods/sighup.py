@@ -29,7 +29,7 @@ from bpfailover.settings import ConfigError
 from bpfailover.wire import AppliedRole, Role
 
 KEYS = ("kes_key", "vrf_key", "opcert")
-LOOK_EVERY = 0.5  # seconds between looks at the node while a change is confirmed
+LOOK_EVERY = 0.2  # seconds between looks at the node while a change is confirmed
 RESEND_EVERY = 5.0  # seconds between SIGHUPs the node ignored (it still replays its ledger)
 
 

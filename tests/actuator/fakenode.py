@@ -44,7 +44,7 @@ class FakeNode:
     def __init__(self, folder: Path, keys: list[Path], keys_at_start: bool, metric_bug: bool) -> None:
         self.folder = folder
         self.keys = keys
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()  # the SIGHUP handler runs on the main thread, maybe inside step()
         self.loaded_at_start = keys_at_start and all(k.exists() for k in keys)
         self.forging = False  # nothing forges during the replay
         self.gauge = 1 if metric_bug else int(self.loaded_at_start)
