@@ -60,8 +60,15 @@ class FakeNode:
         with open(self.folder / "node.log", "a") as handle:
             handle.write(f"[fakenode:cardano.node.startup:Info:5] [{stamp} UTC] {text}\n")
 
+    def end_replay(self) -> None:
+        """Consensus starts once the replay is over, with the keys read at start."""
+        if not self.replay_done and not self.replaying:
+            self.replay_done = True
+            self.forging = self.loaded_at_start
+
     def on_hup(self, _signum: int, _frame: object) -> None:
         with self.lock:
+            self.end_replay()  # (the real node handles forging SIGHUPs only after that)
             if self.replaying:
                 self.gauge = 0  # NotEffective sets the gauge to 0; nothing changes
                 self.log(LINES["ignored"])
@@ -75,9 +82,7 @@ class FakeNode:
 
     def step(self) -> None:
         with self.lock:
-            if not self.replay_done and not self.replaying:
-                self.replay_done = True
-                self.forging = self.loaded_at_start  # consensus starts with the keys read at start
+            self.end_replay()
             self.slot += 1
             self.save()
 
