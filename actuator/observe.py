@@ -240,6 +240,8 @@ class ForgingObserver:
         self._tested_start: str | None = None  # the node run a SIGHUP reached while it was up
         self._tested = False
         self._last_start: str | None = None
+        self._up_at_send: str | None = None  # the node run that was up when a SIGHUP was sent
+        self._sent_up = False
         self.last = Observed(None)
 
     @property
@@ -253,16 +255,22 @@ class ForgingObserver:
             self.node_log.forget()
 
     def before_sighup(self) -> None:
+        """A SIGHUP is about to be sent. A node up now is up when it arrives (consensus does not
+        stop), so its metric will be the truth; looked at before, never after: a replay that ends
+        between the signal and the look would make an ignored SIGHUP look like one that counted."""
+        self._up_at_send = None
+        if self.metrics is not None:
+            sight = self.metrics.look()
+            self._up_at_send = sight.start if sight.up else None
+            self._sent_up = bool(sight.up)
         if self.node_log is not None:
             self.node_log.forget()
 
     def after_sighup(self) -> None:
-        """Remember whether the node was up when the SIGHUP reached it (then its metric is true)."""
-        if self.metrics is None:
-            return
-        sight = self.metrics.look()
-        if sight.up:
-            self._tested, self._tested_start = True, sight.start
+        """The SIGHUP is sent: if the node was up before, its metric counts from now on."""
+        if self.metrics is not None and self._sent_up:
+            self._tested, self._tested_start = True, self._up_at_send
+        self._sent_up = False
 
     def look(self) -> Observed:
         found = [self._from_metrics(), self._from_log()]

@@ -121,6 +121,7 @@ def test_a_sighup_node_metric_counts_only_after_a_sighup_that_reached_it_while_u
     exposition.set(forging=1)  # the non-producing start: 1, although it does not forge
     seen = observer.look()
     assert (seen.forging, seen.untested, seen.up) == (None, True, True)
+    observer.before_sighup()
     observer.after_sighup()
     exposition.set(forging=0)
     assert observer.look().forging is False
@@ -131,7 +132,10 @@ def test_a_sighup_node_metric_counts_only_after_a_sighup_that_reached_it_while_u
 def test_a_sighup_sent_during_the_replay_does_not_make_the_metric_count(exposition: Exposition) -> None:
     observer = ForgingObserver(MetricsProbe(exposition.url), None, needs_sighup=True)
     exposition.set(forging=0, slot=False, replay=42.5)
+    observer.before_sighup()
+    exposition.set(forging=0)  # the replay ends between the signal and any look after it
     observer.after_sighup()
+    exposition.set(forging=0, slot=False, replay=42.5)
     seen = observer.look()
     assert (seen.forging, seen.up) == (None, False)  # replaying: unknown, never "not forging"
     exposition.set(forging=0)  # replay over; the 0 is NotEffective's, not the truth
