@@ -44,6 +44,8 @@ log = logging.getLogger("bpfailover.actuator")
 FENCE_RETRY_MIN = 10.0  # seconds between tries of a fence that failed
 DEMOTION_RETRY = 60.0  # seconds between further tries of a demotion that failed completely
 REFRESH_MIN = 0.5  # seconds: the shortest report period, whatever fence_after says
+OBSERVE_EVERY = 2.0  # seconds between looks at the node's forging state
+REASSERT_MIN = 10.0  # seconds: at least this between re-applies of a role the node does not run
 
 
 @dataclass(frozen=True)
@@ -109,6 +111,8 @@ class ActuatorCore:
         self._next_refresh = math.inf
         self._next_fence_try = -math.inf
         self._next_demotion_try = -math.inf
+        self._next_look = -math.inf
+        self._next_reassert = -math.inf
         self.start_timeout = start_timeout
         self._restart: tuple[float, float] | None = None  # (wall, clock) of the latest role restart
         controller.on_change = self.report
@@ -161,6 +165,7 @@ class ActuatorCore:
             conn=self.last_conn or None,
             stopped=stopped,
             command=self._backing(),
+            forging=self.controller.forging,
             **self._starting(online and not stopped),
         )
 
@@ -270,11 +275,32 @@ class ActuatorCore:
             self.report()
 
     def tick(self) -> None:
-        """The fence first, then the periodic report and a demotion that failed."""
+        """The fence first, then the periodic report, a demotion that failed, and the node's
+        forging state (a node that does not run its role is put back in line)."""
         self.check_fence()
         if self.conn is not None and self.clock() >= self._next_refresh:
             self.report()
         self._retry_demotion()
+        self._watch_forging()
+
+    def _watch_forging(self) -> None:
+        """Look at the node's forging state now and then; report a change; re-apply a role the
+        node is seen not to run (a relay seen forging, a producer seen not forging)."""
+        if self.clock() < self._next_look or not self.controller.method.observer.configured:
+            return
+        self._next_look = self.clock() + OBSERVE_EVERY
+        before = self.controller.forging
+        self.controller.method.observe()
+        role = self.controller.out_of_line()
+        if role is not None and self.clock() >= self._next_reassert:
+            wait = max(REASSERT_MIN, self.controller.method.settings.apply_timeout)
+            self._next_reassert = self.clock() + wait
+            seen = self.controller.forging
+            what = {True: "seen forging", False: "seen not forging", None: "never SIGHUPed while up"}[seen]
+            self.controller.reassert(role, f"{role} applied, but the node is {what}", abort=self.fence_due)
+            self.report()
+        elif self.controller.forging != before:
+            self.report()
 
     # --- fencing ----------------------------------------------------------------------------
 

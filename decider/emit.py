@@ -55,6 +55,7 @@ def node_inputs(view: PoolView, ctx: Context, now: Now) -> dict[str, NodeInputs]
             role=state.role if state is not None else "unknown",
             epoch=state.epoch if state is not None else 0,
             skew=None if node.skew is None else round(node.skew, 3),
+            forging=state.forging if state is not None and state.online else None,
         )
     return result
 

@@ -99,6 +99,13 @@ class NodeView:
     # Whether the epoch its state claims is backed by a signed command (see facts.StateSeen).
     claim_trusted: bool = True
     start: StartGrace | None = None  # a restart for a role change under way (``starting``)
+    # Since when (our monotonic clock) its actuator has reported producer applied and the node
+    # seen not forging (NodeState.forging false); None while it forges or nobody can tell.
+    not_forging_since: float | None = None
+
+    def not_forging_for(self, now: Now) -> float:
+        """How long it has been a producer seen not forging; 0 when it is not."""
+        return 0.0 if self.not_forging_since is None else max(0.0, now.mono - self.not_forging_since)
 
     def starting(self, now: Now) -> bool:
         """Its actuator restarted it for a role change and it may still be coming up."""

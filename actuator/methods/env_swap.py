@@ -120,6 +120,7 @@ class EnvSwap(Method):
 
         budget.files(swap, f"writing {env_file}")
         self.run(s.restart_command, "restart_command", budget)
+        self.observer.node_restarted()
 
 
 def _text(data: bytes) -> str:

@@ -128,6 +128,10 @@ def warnings(config: BpfConfig, path: Path) -> list[str]:
         out.append("actuator.fence_after is 0: self-fencing is disabled, no split-brain guarantee")
     if "actuator" in roles and config.actuator.verify_key is None:
         out.append("actuator.verify_key is not set: role commands are not signature-checked")
+    if "actuator" in roles:
+        from bpfailover.actuator.start_check import sighup_warnings
+
+        out += sighup_warnings(config.actuator)
     if "decider" in roles and config.decider.signing_key is None:
         out.append("decider.signing_key is not set: role commands are sent unsigned")
     if "decider" in roles and len(config.pools) == 1 and len(config.pools[0].nodes) < 2:

@@ -24,6 +24,8 @@ from bpfailover.actuator import controller as controller_module
 from bpfailover.actuator.commands import ApplyAborted
 from bpfailover.actuator.controller import RoleController
 from bpfailover.actuator.core import ActuatorCore, PublishState
+from bpfailover.actuator.methods.base import ApplyError
+from bpfailover.actuator.observe import Observed
 from bpfailover.actuator.policy import Expected
 from bpfailover.actuator.state import StoredState
 from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
@@ -62,6 +64,7 @@ DECIDER = DeciderSettings(
     apply_timeout=8.0,
     fence_margin=2.0,
     status_interval=10.0,
+    not_forging_after=15.0,
 )
 ACTUATOR = ActuatorSettings(
     method="command", fence_after=6.0, apply_timeout=2.0, stop_command="sim-stop", state_dir=Path("/sim")
@@ -243,6 +246,10 @@ class Node:
         self.priority = priority
         self.host = host
         self.forging = False  # its configuration: producer or relay
+        # Runs with its keys in place but does not forge (it restarted with the non-producing
+        # flag): a SIGHUP ends that, unless ``sighup_broken``.
+        self.idle = False
+        self.sighup_broken = False
         self._alive = True
         self.stalled = False
         self.tip_time = host.wall() - 1.0
@@ -260,7 +267,11 @@ class Node:
 
     @property
     def producing(self) -> bool:
-        return self.forging and self.alive and not self.host.suspended
+        return self.forging and not self.idle and self.alive and not self.host.suspended
+
+    def sighup(self) -> None:
+        if not self.sighup_broken:
+            self.idle = False
 
     def tip(self) -> float:
         if self.alive and not self.stalled:
@@ -298,8 +309,26 @@ class SimMemory:
             self.node.contact = (at_boot, at_wall)
 
 
+class SimObserver:
+    """``bpfailover.actuator.observe.ForgingObserver`` looking at the simulated node: it forges or
+    not while it runs, unknown while it is dead."""
+
+    configured = True
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.last = Observed(None)
+
+    def look(self) -> Observed:
+        node = self.node
+        seen = Observed(node.forging and not node.idle, up=True)
+        self.last = seen if node.alive else Observed(None, up=False)
+        return self.last
+
+
 class SimMethod:
-    """A Method (``bpfailover.actuator.methods.base``) that switches the node's configuration at once."""
+    """A Method (``bpfailover.actuator.methods.base``) that switches the node's configuration at once (the
+    sighup method: the switch is a SIGHUP, and the node is seen doing it)."""
 
     name = "sim"
     restarts_node = False  # it switches at once: no restart to wait for
@@ -307,6 +336,25 @@ class SimMethod:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.settings = ACTUATOR
+        self.observer = SimObserver(node)
+
+    def observe(self) -> Observed:
+        return self.observer.look()
+
+    def can_reassert(self) -> bool:
+        return True
+
+    def reassert(
+        self, role: Role, abort: Callable[[], bool] | None = None, alive: Callable[[], None] | None = None
+    ) -> None:
+        if self.detect_role() != role:
+            raise ApplyError(f"the key files do not say {role}", "unknown")
+        if role == "producer" and abort is not None and abort():
+            raise ApplyAborted("sim: stopped to fence")
+        self.node.sighup()
+        self.node.world.changed()
+        if role == "producer" and self.observe().forging is False:
+            raise ApplyError("producer: not confirmed by the node (SIGHUP has no effect)", "producer")
 
     def check(self) -> None:
         pass
@@ -323,6 +371,7 @@ class SimMethod:
         if role == "producer" and abort is not None and abort():
             raise ApplyAborted("sim: stopped to fence")
         self.node.forging = role == "producer"
+        self.node.sighup()
         self.node.world.changed()
 
 
