@@ -36,7 +36,7 @@ from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, Pu
 from decider.alerts import KesWatch
 from decider.core import Decider
 from decider.model import Now
-from decider.retained import RetainedRead
+from decider.retained import RetainedRead, expected_topics
 from decider.service import DeciderService
 from tests.sim.net import Broker, Client, Link, Loop
 
@@ -553,7 +553,7 @@ class SimDeciderService(DeciderService):
         self.core = Decider(
             DECIDER, [world.spec], decider_id, keepalive=KEEPALIVE, now=proc.now(), wait_for_read=True
         )
-        self.retained_read = RetainedRead()
+        self.retained_read = RetainedRead(expected_topics(world.topics, [world.spec]))
 
     def publish(self, actions: list[Action]) -> None:
         proc = self.proc
@@ -615,6 +615,7 @@ class DeciderProc(Process):
         self.service.link = self.work  # type: ignore[assignment]
         self.service.commands = self.commands  # type: ignore[assignment]
         self.service._links_up = {self.work.client_id: False, self.commands.client_id: False}
+        self.service._subscribing = frozenset({self.work.client_id})
         self.work.start()
         self.commands.start()
         self._due_at = None
