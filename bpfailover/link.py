@@ -65,6 +65,14 @@ def subscribe_batches(
     return batches
 
 
+def spread_subscriptions(filters: list[str], per_connection: int | None) -> list[list[str]]:
+    """``filters`` in order, cut into one list per connection (at least one, maybe empty) where a
+    broker limits the subscriptions of one connection (AWS IoT Core: 50 by default)."""
+    if per_connection is None or len(filters) <= per_connection:
+        return [list(filters)]
+    return [filters[i : i + per_connection] for i in range(0, len(filters), per_connection)]
+
+
 CLIENT_ID_HASH = 8  # hex digits of the hash that ends a shortened client id (32 bits)
 
 

@@ -44,7 +44,16 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.link import (
+    BrokerRefused,
+    Delivery,
+    Incoming,
+    LinkError,
+    LinkEvent,
+    MqttLink,
+    make_client_id,
+    spread_subscriptions,
+)
 from bpfailover.logs import log_exception
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
@@ -100,7 +109,7 @@ from decider.metrics import DeciderMetrics
 from decider.model import Now
 from decider.probe import find_duplicate
 from decider.retained import RetainedRead, expected_topics
-from decider.subscriptions import decider_filters, spread
+from decider.subscriptions import decider_filters
 
 log = logging.getLogger("bpfailover.decider")
 
@@ -281,7 +290,7 @@ class DeciderService:
         self._presence_refused = False
         self._mode = self.core.ctx.mode
         exact = not config.mqtt.retained_wildcards
-        shares = spread(
+        shares = spread_subscriptions(
             decider_filters(self.topics, config.pools, exact=exact),
             config.mqtt.subscriptions_per_connection(),
         )

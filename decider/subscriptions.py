@@ -33,10 +33,3 @@ def pool_filters(topics: Topics, pool: PoolSpec, *, exact: bool) -> list[str]:
 
 def decider_filters(topics: Topics, pools: Iterable[PoolSpec], *, exact: bool) -> list[str]:
     return [f for pool in pools for f in pool_filters(topics, pool, exact=exact)]
-
-
-def spread(filters: list[str], per_connection: int | None) -> list[list[str]]:
-    """``filters`` in order, cut into one list per connection (at least one, maybe empty)."""
-    if per_connection is None or len(filters) <= per_connection:
-        return [list(filters)]
-    return [filters[i : i + per_connection] for i in range(0, len(filters), per_connection)]

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from bpfailover.link import spread_subscriptions as spread
 from bpfailover.settings import BpfConfig, MqttSettings, PoolNode, PoolSpec
 from bpfailover.topics import Topics
-from decider.subscriptions import decider_filters, spread
+from decider.subscriptions import decider_filters
 
 TOPICS = Topics("bpf")
 
