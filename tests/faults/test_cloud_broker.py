@@ -82,10 +82,11 @@ def test_the_mode_sends_retained_messages_to_exact_subscriptions_only(front) -> 
 
 
 def read_as_decider(
-    broker: BrokerHandle, port: int, monkeypatch: pytest.MonkeyPatch, *, exact: bool
+    broker: BrokerHandle, port: int, monkeypatch: pytest.MonkeyPatch, *, exact: bool, per_connection: int = 50
 ) -> set[str]:
     """Start a decider on ``port`` until its retained read is over; the nodes it has a state of."""
     monkeypatch.setenv("BPF_MQTT__PORT", str(port))
+    monkeypatch.setenv("BPF_MQTT__MAX_SUBSCRIPTIONS_PER_CONNECTION", str(per_connection))
     monkeypatch.setenv("BPF_MQTT__RETAINED_WILDCARDS", "false" if exact else "true")
     monkeypatch.setenv("BPF_DECIDER__STARTUP_GRACE", "60")  # decide nothing meanwhile
     service = DeciderService(load_config(broker.config_path("decider")))
@@ -111,10 +112,14 @@ def test_wildcard_subscriptions_read_no_node_state_from_such_a_broker(front, mon
     assert any(t.endswith("/state/bp1") for t in proxy.stripped)
 
 
-def test_exact_subscriptions_read_every_node_state_from_such_a_broker(front, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("per_connection", [50, 3], ids=["one-connection", "three-connections"])
+def test_exact_subscriptions_read_every_node_state_from_such_a_broker(  # type: ignore[no-untyped-def]
+    front, monkeypatch, per_connection: int
+) -> None:
     broker, proxy = front
     retain_node_states(broker)
-    assert read_as_decider(broker, proxy.port, monkeypatch, exact=True) == set(NODES)
+    found = read_as_decider(broker, proxy.port, monkeypatch, exact=True, per_connection=per_connection)
+    assert found == set(NODES)
     assert not [t for t in proxy.stripped if "/state/" in t or "/tip/" in t]
 
 
