@@ -357,14 +357,19 @@ class DeciderService:
         self.publish(actions)
 
     def _link_event(self, event: LinkEvent, now: Now) -> list[Action]:
-        """Both connections must be up to decide: a command must not wait on a dead link
-        while later ones are decided (they would go out together, in a burst, much later)."""
+        """Every connection must be up to decide: a command must not wait on a dead link while
+        later ones are decided (they would go out together, in a burst, much later), and a
+        reader connection that is down hides its pools' tips (they would all look stale)."""
         if event.kind == "subscribed":
             if not self.core.read_done:  # the retained read starts here
                 self.retained_read.at_least = self._presence_wait()
                 self.retained_read.subscribed(now.mono, event.link)
             return []
-        which = "role commands" if event.link == self.commands.client_id else "work"
+        which = (
+            "role commands"
+            if event.link == self.commands.client_id
+            else "work" if event.link == self.link.client_id else "reader"
+        )
         log.info("broker link (%s) %s (%s)", which, event.kind, event.reason)
         if event.kind == "disconnected" and event.reason == TAKEN_OVER:
             # Another client connected with our client id: another decider with our id. Going on

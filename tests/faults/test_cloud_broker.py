@@ -29,11 +29,13 @@ pytestmark = pytest.mark.broker
 
 NODES = ["bp1", "bp2"]
 T = Timings()
+OWN = "the proxy presents the bundle's server certificate, which only the bundle's own broker has"
 
 
 @pytest.fixture
 def front(broker_factory) -> Iterator[tuple[BrokerHandle, RetainlessWildcards]]:  # type: ignore[no-untyped-def]
     broker = broker_factory(pool="pool1", nodes=NODES)
+    broker.require_own_broker(OWN)
     with RetainlessWildcards(broker.bundle, broker.host, broker.port) as proxy:
         yield broker, proxy
 
@@ -57,11 +59,12 @@ def first_message(link: MqttLink, timeout: float = 10.0) -> Incoming:
     raise AssertionError(f"no message on {link.subscriptions} within {timeout:g}s")
 
 
-def test_the_mode_sends_retained_messages_to_exact_subscriptions_only(front) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_the_mode_sends_retained_messages_to_exact_subscriptions_only(front, protocol: str) -> None:  # type: ignore[no-untyped-def]
     broker, proxy = front
     topic = Topics(broker.prefix).state(broker.pool, "bp1")
     broker.publish(topic, b"retained", retain=True)
-    settings = broker.mqtt_settings("monitor", port=proxy.port)
+    settings = broker.mqtt_settings("monitor", port=proxy.port, protocol=protocol)
     exact = MqttLink(settings, f"t-exact-{time.monotonic_ns()}", subscriptions=[topic])
     wild = MqttLink(settings, f"t-wild-{time.monotonic_ns()}", subscriptions=[topic.rsplit("/", 1)[0] + "/+"])
     try:
@@ -148,6 +151,7 @@ def test_a_restarted_decider_recovers_and_fails_over_through_such_a_broker(broke
     killed and restarted: its retained read finds every expected topic (tips, states, role
     commands, status); then the producer's tip stalls and the standby is promoted."""
     broker = broker_factory(pool="pool1", nodes=NODES)
+    broker.require_own_broker(OWN)
     with RetainlessWildcards(broker.bundle, broker.host, broker.port) as proxy:
         env = {"BPF_MQTT__RETAINED_WILDCARDS": "false"}
         cluster = Cluster(broker, tmp_path / "cluster", front_port=proxy.port, service_env=env)
