@@ -235,3 +235,23 @@ def test_an_old_decider_status_without_the_new_fields_still_parses() -> None:
     old = b'{"v":1,"pool":"pool1","decider":"d1","online":true,"epoch":3,"updated_at":1.0}'
     status = st.DeciderStatus.model_validate_json(old)
     assert status.instance is None and status.mode is None and status.changes == []
+
+
+def test_status_subscribes_to_the_configured_nodes_exactly_where_wildcards_bring_nothing_retained() -> None:
+    from bpfailover.ops import status_filters
+    from bpfailover.settings import BpfConfig, MqttSettings, PoolNode, PoolSpec
+    from bpfailover.topics import Topics
+
+    pools = [PoolSpec(id="p1", nodes=[PoolNode(name="a"), PoolNode(name="b")])]
+    topics = Topics("bpf")
+    wild = BpfConfig(mqtt=MqttSettings(prefix="bpf"), pools=pools)
+    assert status_filters(wild, topics, "p1") == ["bpf/p1/#"]
+    exact = BpfConfig(mqtt=MqttSettings(prefix="bpf", retained_wildcards=False), pools=pools)
+    assert status_filters(exact, topics, "p1") == [
+        "bpf/p1/#",  # live messages, presences and events
+        "bpf/p1/tip/a", "bpf/p1/tip/b",
+        "bpf/p1/state/a", "bpf/p1/state/b",
+        "bpf/p1/role/a", "bpf/p1/role/b",
+        "bpf/p1/dryrun/a", "bpf/p1/dryrun/b",
+        "bpf/p1/decider",
+    ]
