@@ -41,9 +41,10 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bpfailover.broker.bundle import write_bundle
+from bpfailover.broker.bundle import node_config, write_bundle
 from bpfailover.broker.mosquitto import render_acl
 from bpfailover.broker.passwd import passwd_line
+from bpfailover.link import subscribe_batches
 from bpfailover.protocol.signing import load_signing_key, sign_command
 from bpfailover.protocol.wire import NodeState, RoleCommand
 
@@ -86,8 +87,9 @@ class BenchBundle:
     def decider_toml(self) -> Path:
         return self.root / "decider.toml"
 
-    def node_toml(self, node: str) -> Path:
-        return self.root / "nodes" / f"{node}.toml"
+    def node_toml(self, node: str, duty: str) -> Path:
+        """``nodes/<node>.publisher.toml`` or ``nodes/<node>.actuator.toml``: one file per duty."""
+        return node_config(self.root, node, duty)
 
     def pool_ids(self) -> list[str]:
         return [pool_id(i) for i in range(self.pools)]
@@ -115,6 +117,9 @@ def make_bundle(root: Path, pools: int) -> BenchBundle:
         f"topic readwrite {PREFIX}/+/dryrun/+\n"
         f"topic readwrite {PREFIX}/+/decider\n"
         f"topic write {PREFIX}/+/events\n"
+        # Its presence: without these mosquitto refuses it, and 2.0.11 then drops the connection.
+        f"topic read {PREFIX}/+/deciders/+\n"
+        f"topic readwrite {PREFIX}/+/deciders/{DECIDER_ID}\n"
         "\n"
         f"user {LOADGEN}\n"
         f"topic readwrite {PREFIX}/#\n"
@@ -204,11 +209,17 @@ def client(bundle: BenchBundle, name: str, *, inflight: int = 1000, keepalive: i
 
 
 def subscribe(c: paho.Client, topics: Iterable[str]) -> None:
-    done = threading.Event()
-    c.on_subscribe = lambda *_a: done.set()
-    c.subscribe([(t, 1) for t in topics])
-    if not done.wait(15):
-        raise RuntimeError("no SUBACK")
+    """Subscribe as the decider does: in SUBSCRIBEs under the bundle's max_packet_size (one
+    packet of thousands of filters makes mosquitto drop the connection); wait for every SUBACK."""
+    batches = subscribe_batches(list(topics))
+    acked = threading.Semaphore(0)
+    c.on_subscribe = lambda *_a: acked.release()
+    for batch in batches:
+        c.subscribe([(t, 1) for t in batch])
+    deadline = time.monotonic() + 15
+    for _ in batches:
+        if not acked.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            raise RuntimeError("no SUBACK")
 
 
 def tip_json(pool: str, node: str, seq: int, now: float, age: float = 0.0, boot: str = "bench") -> bytes:

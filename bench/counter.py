@@ -7,7 +7,7 @@ it, so its rate is what the broker can deliver to one Python MQTT client in this
 Prints one JSON line when ready and one when done.
 
 ``--retained POOLS`` instead measures the ceiling of a decider's start-up read: it
-subscribes, in one SUBSCRIBE as the decider does, to the five filters the decider uses
+subscribes, in SUBSCRIBEs under the packet limit as the decider does, to five filters the decider uses
 for each of POOLS pools and counts the retained messages until none has come for 2 s;
 it prints how many and how long from the SUBSCRIBE to the last of them.
 """

@@ -419,8 +419,8 @@ def latency(
 def node_processes(bundle: BenchBundle, work: Path, seconds: float, out: Results) -> None:
     print(f"(c) memory: a publisher and an actuator for {seconds:g}s", flush=True)
     env = {"BPF_PUBLISHER__INTERVAL": "1", "BPF_LOG_LEVEL": "warning"}
-    publisher = start_component("publisher", bundle.node_toml("a"), work / "publisher.log", env)
-    actuator = start_component("actuator", bundle.node_toml("a"), work / "actuator.log", env)
+    publisher = start_component("publisher", bundle.node_toml("a", "publisher"), work / "publisher.log", env)
+    actuator = start_component("actuator", bundle.node_toml("a", "actuator"), work / "actuator.log", env)
     try:
         time.sleep(seconds)  # a benchmark's measuring period, not a synchronisation
         for name, process in (("publisher", publisher), ("actuator", actuator)):

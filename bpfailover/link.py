@@ -13,6 +13,7 @@ is reported, never swallowed.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import queue
 import random
@@ -47,18 +48,43 @@ log = logging.getLogger("bpfailover.link")
 SUBSCRIBE_BYTES = 8 * 1024
 
 
-def subscribe_batches(topics: list[str], budget: int = SUBSCRIBE_BYTES) -> list[list[str]]:
-    """``topics`` in order, cut into batches whose encoded filters fit ``budget`` bytes each."""
+def subscribe_batches(
+    topics: list[str], budget: int = SUBSCRIBE_BYTES, most: int | None = None
+) -> list[list[str]]:
+    """``topics`` in order, cut into batches whose encoded filters fit ``budget`` bytes each,
+    and of at most ``most`` filters each (AWS IoT Core takes 8 per SUBSCRIBE)."""
     batches: list[list[str]] = []
     size = budget + 1
     for topic in topics:
         cost = len(topic.encode()) + 3  # length prefix and options byte
-        if size + cost > budget:
+        if size + cost > budget or (most is not None and len(batches[-1]) >= most):
             batches.append([])
             size = 0
         batches[-1].append(topic)
         size += cost
     return batches
+
+
+def spread_subscriptions(filters: list[str], per_connection: int | None) -> list[list[str]]:
+    """``filters`` in order, cut into one list per connection (at least one, maybe empty) where a
+    broker limits the subscriptions of one connection (AWS IoT Core: 50 by default)."""
+    if per_connection is None or len(filters) <= per_connection:
+        return [list(filters)]
+    return [filters[i : i + per_connection] for i in range(0, len(filters), per_connection)]
+
+
+CLIENT_ID_HASH = 8  # hex digits of the hash that ends a shortened client id (32 bits)
+
+
+def fit_client_id(client_id: str, limit: int) -> str:
+    """``client_id`` if it has at most ``limit`` characters, else its readable start, a dash and
+    a hash of the whole id: never a plain truncation, which could give two ids one value (two
+    actuators of one pool, whose ids differ only at the end)."""
+    if len(client_id) <= limit:
+        return client_id
+    digest = hashlib.sha256(client_id.encode()).hexdigest()[:CLIENT_ID_HASH]
+    head = client_id[: max(0, limit - CLIENT_ID_HASH - 1)].rstrip("-")
+    return f"{head}-{digest}" if head else digest[:limit]
 
 
 class LinkError(Exception):
@@ -131,11 +157,13 @@ class Delivery:
 
 
 def make_client_id(component: str, pool: str = "", node: str = "", *, unique: bool = False) -> str:
-    """A stable client id per component instance; ``unique`` adds a random suffix (CLI tools)."""
+    """A stable client id per component instance; ``unique`` adds a random suffix (CLI tools).
+
+    Full length here: ``MqttLink`` fits it to the broker's limit (``fit_client_id``)."""
     parts = ["bpf", component, pool, node]
     if unique:
         parts.append(uuid.uuid4().hex[:8])
-    return "-".join(p for p in parts if p)[:64]
+    return "-".join(p for p in parts if p)
 
 
 def _reason_text(reason: object) -> str:
@@ -175,8 +203,9 @@ class MqttLink:
         actuator fences on a clock that keeps running while the host is suspended).
         """
         self.settings = settings
-        # ``suffix`` tells apart a service's extra connections, also under a configured client_id.
-        self.client_id = (settings.client_id or client_id)[: 64 - len(suffix)] + suffix
+        # ``suffix`` tells apart a service's extra connections, also under a configured client_id;
+        # an id too long for the broker is shortened by hashing, the suffix included.
+        self.client_id = fit_client_id((settings.client_id or client_id) + suffix, settings.client_id_limit())
         self.subscriptions: list[str] = list(subscriptions)
         self.inbox: queue.SimpleQueue[Incoming | LinkEvent] = (
             inbox if inbox is not None else queue.SimpleQueue()
@@ -409,7 +438,7 @@ class MqttLink:
             self._sub_sending += 1
         sent = True
         try:
-            for batch in subscribe_batches(topics):
+            for batch in subscribe_batches(topics, most=self.settings.filters_per_subscribe()):
                 result, mid = self._client.subscribe([(t, 1) for t in batch])
                 if result != MQTTErrorCode.MQTT_ERR_SUCCESS or mid is None:
                     log.warning("subscribe to %s not sent: %s", ", ".join(batch), paho.error_string(result))

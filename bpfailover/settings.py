@@ -69,6 +69,15 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+# AWS IoT Core's quotas (docs/brokers.md): subscriptions per connection (adjustable), topic
+# filters per SUBSCRIBE (hard). MQTT 3.1.1 (3.1.3.1): a server must accept client ids of 1 to
+# 23 characters and may refuse longer ones.
+AWS_SUBSCRIPTIONS_PER_CONNECTION = 50
+AWS_FILTERS_PER_SUBSCRIBE = 8
+MQTT311_CLIENT_ID = 23
+CLIENT_ID_MAX = 64
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -88,6 +97,18 @@ class MqttSettings(Section):
     prefix: str = DEFAULT_PREFIX
     client_id: str | None = None
     connect_timeout: Duration = 10.0
+    # Brokers that send retained messages to wildcard subscriptions (mosquitto, HiveMQ, EMQX)
+    # keep true; AWS IoT Core does not: false makes readers subscribe to exact topics
+    # (docs/brokers.md, "Exact subscriptions").
+    retained_wildcards: bool = True
+    # Unset: 50 (AWS IoT Core's default quota) without retained wildcards, no limit with them.
+    max_subscriptions_per_connection: int | None = Field(default=None, ge=1)
+    # Topic filters in one SUBSCRIBE. Unset: 8 (AWS IoT Core's hard limit) without retained
+    # wildcards, no limit but the packet size with them.
+    max_filters_per_subscribe: int | None = Field(default=None, ge=1)
+    # Unset: 23 characters under MQTT 3.1.1 (the most its brokers must accept), 64 under MQTT 5.
+    # A longer client id keeps its readable start and ends in a hash of the whole id.
+    client_id_max_length: int | None = Field(default=None, ge=12, le=256)
 
     @field_validator("keepalive")
     @classmethod
@@ -102,6 +123,24 @@ class MqttSettings(Section):
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file must be given together")
         return self
+
+    def subscriptions_per_connection(self) -> int | None:
+        """The most subscriptions one connection may hold; None for no limit."""
+        if self.max_subscriptions_per_connection is not None:
+            return self.max_subscriptions_per_connection
+        return None if self.retained_wildcards else AWS_SUBSCRIPTIONS_PER_CONNECTION
+
+    def filters_per_subscribe(self) -> int | None:
+        """The most topic filters in one SUBSCRIBE packet; None for no limit but its size."""
+        if self.max_filters_per_subscribe is not None:
+            return self.max_filters_per_subscribe
+        return None if self.retained_wildcards else AWS_FILTERS_PER_SUBSCRIBE
+
+    def client_id_limit(self) -> int:
+        """The longest client id this broker is sure to accept."""
+        if self.client_id_max_length is not None:
+            return self.client_id_max_length
+        return MQTT311_CLIENT_ID if self.protocol == "3.1.1" else CLIENT_ID_MAX
 
     def secret(self) -> str | None:
         """The password, from ``password`` or the first line of ``password_file``."""

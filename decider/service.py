@@ -2,7 +2,10 @@
 
 One MqttLink for the work: per configured pool it subscribes to ``tip/+``, ``state/+``,
 ``role/+`` (its own retained commands, read back to recover, and echoed back as proof
-that the broker holds them), ``decider`` (its own retained status) and ``control``.
+that the broker holds them), ``decider`` (its own retained status), ``deciders/+`` and
+``control``; with ``[mqtt] retained_wildcards = false`` to each node's exact tip, state and
+role topics instead, spread over extra read-only connections where one may not hold them all
+(``bpfailover.decider.subscriptions``).
 Every message is decoded (invalid ones are counted by ``Rejections`` and ignored),
 fed to the core, and the actions the core returns are published: statuses and events
 on this link; role and dry-run commands (retained, signed when ``signing_key`` is set)
@@ -70,8 +73,18 @@ from bpfailover.decider.invariants import check_invariants
 from bpfailover.decider.metrics import DeciderMetrics
 from bpfailover.decider.model import Now
 from bpfailover.decider.probe import find_duplicate
-from bpfailover.decider.retained import RetainedRead
-from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.decider.retained import RetainedRead, expected_topics
+from bpfailover.decider.subscriptions import decider_filters
+from bpfailover.link import (
+    BrokerRefused,
+    Delivery,
+    Incoming,
+    LinkError,
+    LinkEvent,
+    MqttLink,
+    make_client_id,
+    spread_subscriptions,
+)
 from bpfailover.logs import log_exception
 from bpfailover.protocol.signing import (
     KeyLoadError,
@@ -276,17 +289,11 @@ class DeciderService:
         self._presence_delivery: Delivery | None = None
         self._presence_refused = False
         self._mode = self.core.ctx.mode
-        self.retained_read = RetainedRead()
-        subscriptions: list[str] = []
-        for pool in config.pools:
-            subscriptions += [
-                self.topics.wildcard("tip", pool.id),
-                self.topics.wildcard("state", pool.id),
-                self.topics.wildcard("role", pool.id),
-                self.topics.decider(pool.id),
-                self.topics.wildcard("deciders", pool.id),
-                self.topics.control(pool.id),
-            ]
+        exact = not config.mqtt.retained_wildcards
+        shares = spread_subscriptions(
+            decider_filters(self.topics, config.pools, exact=exact),
+            config.mqtt.subscriptions_per_connection(),
+        )
         client_id = make_client_id("decider", self.decider_id)
         first = config.pools[0].id
         self.presence_topic = self.topics.presence(first, self.decider_id)
@@ -296,16 +303,32 @@ class DeciderService:
         self.link = MqttLink(
             config.mqtt,
             client_id,
-            subscriptions=subscriptions,
+            subscriptions=shares[0],
             inflight=INFLIGHT,
             mark_subscribed=True,
             will=(self.presence_topic, self._status_json(will.status)),
         )
+        # More subscriptions than one connection may hold: read-only connections for the rest,
+        # on the same inbox (client ids <id>-r1, <id>-r2, ...).
+        self.readers = [
+            MqttLink(
+                config.mqtt,
+                client_id,
+                suffix=f"-r{i}",
+                subscriptions=share,
+                mark_subscribed=True,
+                inbox=self.link.inbox,
+            )
+            for i, share in enumerate(shares[1:], start=1)
+        ]
+        subscribing = [self.link.client_id] + [r.client_id for r in self.readers]
+        self.retained_read = RetainedRead(expected_topics(self.topics, config.pools), links=subscribing)
+        self._subscribing = frozenset(subscribing)
         # One inbox: the command link's connection events reach the core too (see _link_event).
         self.commands = MqttLink(
             config.mqtt, client_id, suffix="-cmd", inflight=INFLIGHT, inbox=self.link.inbox
         )
-        self._links_up = {self.link.client_id: False, self.commands.client_id: False}
+        self._links_up = {link.client_id: False for link in (self.link, self.commands, *self.readers)}
         self.presence = Presence(config, client_id, self.topics.decider(config.pools[0].id))
         self.public_key = self.signing_key.public_key() if self.signing_key is not None else None
         self.metrics = DeciderMetrics()
@@ -334,13 +357,19 @@ class DeciderService:
         self.publish(actions)
 
     def _link_event(self, event: LinkEvent, now: Now) -> list[Action]:
-        """Both connections must be up to decide: a command must not wait on a dead link
-        while later ones are decided (they would go out together, in a burst, much later)."""
+        """Every connection must be up to decide: a command must not wait on a dead link while
+        later ones are decided (they would go out together, in a burst, much later), and a
+        reader connection that is down hides its pools' tips (they would all look stale)."""
         if event.kind == "subscribed":
-            if not self.core.read_done:  # the retained read starts here, in the inbox's order
-                self.retained_read.subscribed(now.mono)
+            if not self.core.read_done:  # the retained read starts here
+                self.retained_read.at_least = self._presence_wait()
+                self.retained_read.subscribed(now.mono, event.link)
             return []
-        which = "role commands" if event.link == self.commands.client_id else "work"
+        which = (
+            "role commands"
+            if event.link == self.commands.client_id
+            else "work" if event.link == self.link.client_id else "reader"
+        )
         log.info("broker link (%s) %s (%s)", which, event.kind, event.reason)
         if event.kind == "disconnected" and event.reason == TAKEN_OVER:
             # Another client connected with our client id: another decider with our id. Going on
@@ -351,8 +380,8 @@ class DeciderService:
                 "session, same MQTT client id); give each decider its own [decider] id"
             )
             return []
-        if event.link == self.link.client_id and event.kind == "disconnected":
-            self.retained_read.lost()  # a new connection sends everything retained again
+        if event.link in self._subscribing and event.kind == "disconnected":
+            self.retained_read.lost(event.link)  # a new connection sends everything retained again
         self._links_up[event.link] = event.kind == "connected"
         if event.kind == "connected" and event.link == self.link.client_id:
             self.core.ctx.keepalive = self.link.keepalive()  # a broker may impose its own
@@ -364,12 +393,24 @@ class DeciderService:
     def _watch_read(self, item: Incoming | None, now: Now) -> None:
         """Tell the core when the retained messages are all in (after a message, or a tick)."""
         read = self.retained_read
-        why = read.over(None if item is None else item.retain, now.mono)
+        if item is None:
+            why = read.over(None, False, now.mono)
+        else:
+            why = read.over(item.topic, item.retain, now.mono)
         if why is None:
             return
         log.info("read %d retained messages in %.1fs (%s)", read.count, read.seconds, why)
         # Recover now (if the grace is over), not a tick later.
         self.publish(self.core.process(RetainedReadDone(), now))
+
+    def _presence_wait(self) -> float:
+        """How long the retained read lasts at least: where the broker sends no retained messages
+        to wildcard filters, a decider with peers waits for their periodic presences."""
+        mqtt = getattr(self.config, "mqtt", None)
+        peers = self.core.peers
+        if mqtt is None or mqtt.retained_wildcards or peers is None or not peers.multi():
+            return 0.0
+        return PRESENCE_INTERVAL + 2.0
 
     def dispatch(self, item: Incoming, now: Now) -> list[Action]:
         topic = item.topic
@@ -585,9 +626,14 @@ class DeciderService:
         try:
             self.link.start(persistent=True)
             self.commands.start(persistent=True)
+            for reader in self.readers:
+                reader.start(persistent=True)
         except BrokerRefused as exc:
             log.error("%s", exc)
             self.link.stop()
+            self.commands.stop()
+            for reader in self.readers:
+                reader.stop()
             return 1
         pools = ", ".join(p.id for p in self.config.pools)
         settings = self.config.decider
@@ -600,6 +646,8 @@ class DeciderService:
                 )
                 self.link.stop()
                 self.commands.stop()
+                for reader in self.readers:
+                    reader.stop()
                 return 1
             self.metrics_served = True
             log.info("metrics on http://%s:%d/metrics", settings.metrics_address, port)
@@ -613,6 +661,14 @@ class DeciderService:
             settings.startup_grace,
             ", dry-run" if settings.dry_run else "",
         )
+        if self.readers or not self.config.mqtt.retained_wildcards:
+            count = len(self.link.subscriptions) + sum(len(r.subscriptions) for r in self.readers)
+            log.info(
+                "%s subscriptions: %d topic filters over %d connection(s)",
+                "exact" if not self.config.mqtt.retained_wildcards else "wildcard",
+                count,
+                1 + len(self.readers),
+            )
         retained = sum(1 + 3 * len(p.nodes) for p in self.config.pools)  # status; role, state, tip
         if retained > MOSQUITTO_QUEUE:
             log.warning(
@@ -660,6 +716,8 @@ class DeciderService:
                 break
         self.presence.stop()
         self.commands.stop()
+        for reader in self.readers:
+            reader.stop()
         self.link.stop()
         self.metrics.close()
         if self.alerts is not None:

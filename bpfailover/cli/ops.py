@@ -23,7 +23,14 @@ from collections.abc import Callable
 
 from bpfailover.cli import status as st
 from bpfailover.durations import parse_duration
-from bpfailover.link import Incoming, LinkError, MqttLink, PublishError, make_client_id
+from bpfailover.link import (
+    Incoming,
+    LinkError,
+    MqttLink,
+    PublishError,
+    make_client_id,
+    spread_subscriptions,
+)
 from bpfailover.logs import escape_control
 from bpfailover.protocol.signing import KeyLoadError, load_signing_key, sign
 from bpfailover.protocol.topics import TopicError, Topics, check_id
@@ -208,6 +215,25 @@ def _exchange(link: MqttLink, topics: Topics, pool: str, request: ControlRequest
 # --- status ------------------------------------------------------------------------------------
 
 
+def status_filters(config: BpfConfig, topics: Topics, pool: str) -> list[str]:
+    """``{prefix}/{pool}/#``; where the broker sends no retained messages to wildcard filters
+    (``[mqtt] retained_wildcards = false``), also the exact topics of the configured nodes and
+    the pool's status, whose retained messages the wildcard would never bring."""
+    filters = [f"{topics.prefix}/{pool}/#"]
+    if config.mqtt.retained_wildcards:
+        return filters
+    nodes = priorities(config, pool)
+    if not nodes:
+        print(
+            f"bpfailover: warning: no nodes of pool {pool} in this configuration's [[pools]]: without "
+            "retained wildcards, node states show only once they are published again",
+            file=sys.stderr,
+        )
+    for kind in ("tip", "state", "role", "dryrun"):
+        filters += [topics.node_topic(pool, kind, node) for node in nodes]  # type: ignore[arg-type]
+    return [*filters, topics.decider(pool)]
+
+
 class StatusSession:
     """A connected operator link collecting every selected pool's retained messages."""
 
@@ -217,18 +243,24 @@ class StatusSession:
         self.collectors = {
             pool: st.PoolCollector(self.topics, pool, priorities(config, pool)) for pool in pools
         }
-        self.link = MqttLink(
-            config.mqtt,
-            make_client_id("status", unique=True),
-            subscriptions=[f"{self.topics.prefix}/{pool}/#" for pool in pools],
-        )
+        filters = [f for pool in pools for f in status_filters(config, self.topics, pool)]
+        shares = spread_subscriptions(filters, config.mqtt.subscriptions_per_connection())
+        client_id = make_client_id("status", unique=True)
+        self.link = MqttLink(config.mqtt, client_id, subscriptions=shares[0])
+        self.readers = [
+            MqttLink(config.mqtt, client_id, suffix=f"-r{i}", subscriptions=share, inbox=self.link.inbox)
+            for i, share in enumerate(shares[1:], start=1)
+        ]
 
     def start(self) -> None:
         self.link.start(attempts=2)
+        for reader in self.readers:
+            reader.start(attempts=2)
 
     def stop(self) -> None:
-        with contextlib.suppress(Exception):
-            self.link.stop()
+        for link in (self.link, *self.readers):
+            with contextlib.suppress(Exception):
+                link.stop()
 
     def pump(self, timeout: float) -> tuple[bool, bool]:
         """Take one inbox item; return (got a message, it was retained)."""

@@ -369,3 +369,44 @@ def test_subscriptions_are_cut_into_batches_that_fit_the_brokers_packet_limit() 
     for batch in batches:
         assert sum(len(t) + 3 for t in batch) <= SUBSCRIBE_BYTES < MAX_PACKET_SIZE - 64
     assert subscribe_batches(["a/b"]) == [["a/b"]] and subscribe_batches([]) == []
+
+
+def test_no_subscribe_carries_more_filters_than_the_broker_takes_in_one() -> None:
+    from bpfailover.link import subscribe_batches
+
+    topics = [f"bpfailover/p/tip/n{i}" for i in range(20)]
+    batches = subscribe_batches(topics, most=8)
+    assert [len(b) for b in batches] == [8, 8, 4]
+    assert [t for batch in batches for t in batch] == topics
+
+
+def test_a_client_id_too_long_for_the_broker_is_shortened_by_a_hash_not_cut() -> None:
+    from bpfailover.link import fit_client_id, make_client_id
+
+    pool = "a-pool-with-a-rather-long-name-1"  # 32 characters
+    ids = [make_client_id("actuator", pool, node) for node in ("producer-node-one", "producer-node-two")]
+    fitted = [fit_client_id(i, 23) for i in ids]
+    assert all(len(f) <= 23 for f in fitted)
+    assert fitted[0] != fitted[1], "two actuators of one pool whose ids differ only at the end"
+    assert all(f.startswith("bpf-actuator-") for f in fitted), "the start stays readable"
+    assert fitted[0] == fit_client_id(ids[0], 23), "stable across restarts"
+    assert fit_client_id("bpf-publisher-p1-bp1", 23) == "bpf-publisher-p1-bp1", "short ids are kept"
+    assert fit_client_id(ids[0] + "-cmd", 23) != fitted[0], "a suffix still tells connections apart"
+
+
+def test_the_client_id_limit_follows_the_protocol_unless_set() -> None:
+    from bpfailover.settings import MqttSettings
+
+    assert MqttSettings(protocol="3.1.1").client_id_limit() == 23
+    assert MqttSettings(protocol="5").client_id_limit() == 64
+    assert MqttSettings(protocol="5", client_id_max_length=23).client_id_limit() == 23
+
+
+def test_a_link_under_mqtt_311_connects_with_a_client_id_of_at_most_23_characters(broker, links) -> None:  # type: ignore[no-untyped-def]
+    settings = broker.mqtt_settings("decider").model_copy(update={"protocol": "3.1.1"})
+    long_id = f"bpf-decider-a-decider-id-of-thirty-two-chars-{time.monotonic_ns()}"
+    link = MqttLink(settings, long_id, suffix="-cmd")
+    links.append(link)
+    link.start(attempts=1)
+    assert link.connected.is_set() and len(link.client_id) <= 23
+    assert link.client_id.startswith("bpf-decider-")

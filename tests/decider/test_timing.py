@@ -124,18 +124,3 @@ def test_the_serve_loop_is_not_woken_for_stale_producers_while_nothing_may_be_de
         assert service.wake_in() is None
     finally:
         service.presence.stop()
-
-
-def test_the_retained_read_ends_at_the_first_live_message_or_a_quiet_spell() -> None:
-    from bpfailover.decider.retained import RetainedRead
-
-    read = RetainedRead(quiet=2.0)
-    assert read.over(False, 10.0) is None, "before the SUBACKs nothing counts, live or not"
-    read.subscribed(10.0)
-    assert read.over(True, 10.5) is None and read.over(True, 11.0) is None
-    assert read.over(None, 12.9) is None, "less than 2 s since the last retained message"
-    assert read.over(False, 11.2) == "a live message followed"
-    assert (read.count, read.seconds) == (2, 1.0)
-    assert read.over(None, 13.0) == "then nothing for 2s"
-    read.lost()
-    assert read.over(None, 99.0) is None, "a new connection: wait for its SUBACKs again"

@@ -234,10 +234,17 @@ class Cluster:
         clock_offset: dict[str, float] | None = None,
         injector: dict[str, Any] | None = None,
         direct_publishers: tuple[str, ...] = (),
+        front_port: int | None = None,
+        service_env: dict[str, str] | None = None,
     ) -> None:
         """``direct_publishers``: nodes whose publisher connects straight to the broker, not through
-        the node's proxy, so that a network fault of the node reaches its actuator alone."""
+        the node's proxy, so that a network fault of the node reaches its actuator alone.
+        ``front_port``: a port in front of the broker (``tests/retainless.py``) that every service
+        reaches it through, the nodes' proxies included (the checker stays direct).
+        ``service_env``: ``BPF_*`` variables for every service, e.g. ``BPF_MQTT__RETAINED_WILDCARDS``."""
         self.broker = broker
+        self.broker_port = front_port or broker.port
+        self._service_env = service_env or {}
         self.workdir = workdir
         self.timings = timings or Timings()
         self.logs = workdir / "logs"
@@ -259,7 +266,7 @@ class Cluster:
             stall_file = load_config(publisher).publisher.stall_file
             assert a.env_file and a.producer_env and a.relay_env and stall_file
             files = NodeFiles(name, a.env_file, a.producer_env.read_bytes(), a.relay_env.read_bytes())
-            proxy = FaultProxy(broker.host, broker.port, name=name)
+            proxy = FaultProxy(broker.host, self.broker_port, name=name)
             self.nodes[name] = NodeSetup(name, publisher, actuator, proxy, files, stall_file)
 
     def set_node_env(self, name: str, **env: str) -> None:
@@ -299,6 +306,7 @@ class Cluster:
             node.proxy.start()
             node.env = {
                 **self.timings.node_env(),
+                **self._service_env,
                 "BPF_MQTT__PORT": str(node.proxy.port),
                 **self._node_env.get(node.name, {}),
             }
@@ -330,7 +338,7 @@ class Cluster:
         """Start ``name``'s publisher behind its node's proxy, or (``direct``) connected straight to
         the broker, so that a fault of the proxy reaches the actuator alone."""
         node = self.nodes[name]
-        env = {**node.env, "BPF_MQTT__PORT": str(self.broker.port)} if direct else node.env
+        env = {**node.env, "BPF_MQTT__PORT": str(self.broker_port)} if direct else node.env
         node.publisher = self._spawn(f"{name}-publisher", "publisher", node.publisher_config, env,
                                      self._clock_offset.get(name, 0.0))
         return node.publisher
@@ -341,7 +349,8 @@ class Cluster:
             self.retired.append(self.decider)
         config = self.broker.config_path("decider")
         name = f"decider-{self.decider_runs}"
-        self.decider = self._spawn(name, "decider", config, self.timings.decider_env())
+        env = {**self.timings.decider_env(), **self._service_env, "BPF_MQTT__PORT": str(self.broker_port)}
+        self.decider = self._spawn(name, "decider", config, env)
         return self.decider
 
     def processes(self) -> list[Process]:

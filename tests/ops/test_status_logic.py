@@ -250,3 +250,23 @@ def test_a_producer_seen_not_forging_and_a_relay_seen_forging_are_producer_probl
     table = st.render_table(report)
     assert "producer@3 NOT FORGING" in table and "relay@3 FORGING" in table
     assert json.loads(st.to_json([report]))["pools"][0]["nodes"][1]["forging"] is True
+
+
+def test_status_subscribes_to_the_configured_nodes_exactly_where_wildcards_bring_nothing_retained() -> None:
+    from bpfailover.cli.ops import status_filters
+    from bpfailover.protocol.topics import Topics
+    from bpfailover.settings import BpfConfig, MqttSettings, PoolNode, PoolSpec
+
+    pools = [PoolSpec(id="p1", nodes=[PoolNode(name="a"), PoolNode(name="b")])]
+    topics = Topics("bpf")
+    wild = BpfConfig(mqtt=MqttSettings(prefix="bpf"), pools=pools)
+    assert status_filters(wild, topics, "p1") == ["bpf/p1/#"]
+    exact = BpfConfig(mqtt=MqttSettings(prefix="bpf", retained_wildcards=False), pools=pools)
+    assert status_filters(exact, topics, "p1") == [
+        "bpf/p1/#",  # live messages, presences and events
+        "bpf/p1/tip/a", "bpf/p1/tip/b",
+        "bpf/p1/state/a", "bpf/p1/state/b",
+        "bpf/p1/role/a", "bpf/p1/role/b",
+        "bpf/p1/dryrun/a", "bpf/p1/dryrun/b",
+        "bpf/p1/decider",
+    ]

@@ -32,7 +32,7 @@ from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, Publ
 from bpfailover.decider.alerts import KesWatch
 from bpfailover.decider.core import Decider
 from bpfailover.decider.model import Now
-from bpfailover.decider.retained import RetainedRead
+from bpfailover.decider.retained import RetainedRead, expected_topics
 from bpfailover.decider.service import DeciderService
 from bpfailover.link import Incoming, LinkEvent
 from bpfailover.protocol.fence import advertised_fence_after
@@ -602,7 +602,7 @@ class SimDeciderService(DeciderService):
         self.core = Decider(
             DECIDER, [world.spec], decider_id, keepalive=KEEPALIVE, now=proc.now(), wait_for_read=True
         )
-        self.retained_read = RetainedRead()
+        self.retained_read = RetainedRead(expected_topics(world.topics, [world.spec]))
 
     def publish(self, actions: list[Action]) -> None:
         proc = self.proc
@@ -664,6 +664,7 @@ class DeciderProc(Process):
         self.service.link = self.work  # type: ignore[assignment]
         self.service.commands = self.commands  # type: ignore[assignment]
         self.service._links_up = {self.work.client_id: False, self.commands.client_id: False}
+        self.service._subscribing = frozenset({self.work.client_id})
         self.work.start()
         self.commands.start()
         self._due_at = None
