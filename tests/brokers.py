@@ -54,6 +54,8 @@ DOCKER_BASE_ENV = "BPF_BROKER_BASE_IMAGE"
 DOCKER_BASE = "eclipse-mosquitto:2"
 DOCKER_CONTEXT = Path(__file__).resolve().parents[1] / "deploy" / "docker" / "mosquitto"
 DOCKER_BUILD_TIMEOUT = 600
+# Set by CI's Docker part (.ci/docker): no engine is then an error, not a skip.
+DOCKER_REQUIRED_ENV = "BPF_TEST_DOCKER"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -651,7 +653,10 @@ def docker_host() -> str:
         client.client.ping()
         host = client.host()
     except Exception as exc:  # any failure means: no usable engine
-        pytest.skip(f"{KIND_ENV}=docker but no Docker engine is reachable ({type(exc).__name__}: {exc})")
+        why = f"{KIND_ENV}=docker but no Docker engine is reachable ({type(exc).__name__}: {exc})"
+        if os.environ.get(DOCKER_REQUIRED_ENV) == "1":
+            raise BrokerStartError(f"{why}; {DOCKER_REQUIRED_ENV}=1 requires one") from exc
+        pytest.skip(why)
     ensure_docker_image(client.client)
     reap_only_with_local_ryuk(client.client)
     return "127.0.0.1" if host in ("localhost", "::1", "") else host
