@@ -6,7 +6,7 @@ bounded retries with tenacity, and the two limits an apply may be given:
   way to the fence);
 - ``Budget.deadline``: a ``time.monotonic()`` instant after which nothing runs; every
   attempt's timeout is cut to it and no retry starts past it (a demotion, which must
-  finish within a known time: see ``actuator.fence.advertised_fence_after``).
+  finish within a known time: see ``bpfailover.actuator.fence.advertised_fence_after``).
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ import threading
 import time
 from pathlib import Path
 
-from actuator.atomic import atomic_write
+from bpfailover.actuator.atomic import atomic_write
 
 log = logging.getLogger("bpfailover.actuator")
 

@@ -19,15 +19,15 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from actuator import roles
-from actuator.commands import ApplyAborted, StepOverrun, within
-from actuator.methods import ApplyError, Method
-from actuator.methods.base import Abort
-from actuator.policy import Verdict
-from actuator.roles import RoleState, Start, role_state
-from actuator.state import StateCorrupt, StateStore, StoredState
+from bpfailover.actuator import roles
+from bpfailover.actuator.commands import ApplyAborted, StepOverrun, within
+from bpfailover.actuator.methods import ApplyError, Method
+from bpfailover.actuator.methods.base import Abort
+from bpfailover.actuator.policy import Verdict
+from bpfailover.actuator.roles import RoleState, Start, role_state
+from bpfailover.actuator.state import StateCorrupt, StateStore, StoredState
 from bpfailover.logs import log_exception
-from bpfailover.wire import AppliedRole, Role, RoleCommand
+from bpfailover.protocol.wire import AppliedRole, Role, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
@@ -115,6 +115,48 @@ class RoleController:
                 if detected == (self.stored.desired_role() if self.stored else None):
                     self.applied_epoch = self.epoch
 
+    @property
+    def forging(self) -> bool | None:
+        """The node's forging state as last observed (None: unknown, or no source configured)."""
+        return self.method.observer.last.forging
+
+    def out_of_line(self) -> Role | None:
+        """The role to re-apply when the node, as observed, does not run the one applied (or has
+        never been SIGHUPed while up, so its metric cannot be trusted yet); None when in line."""
+        if self.dry_run or self.pending is not None or not self.method.can_reassert():
+            return None
+        seen = self.method.observer.last
+        if self.applied == "relay" and (seen.forging is True or (seen.untested and seen.up)):
+            return "relay"
+        producing = self.applied == "producer" and not self.fenced
+        if producing and (seen.forging is False or (seen.untested and seen.up)):
+            return "producer"
+        return None
+
+    def reassert(self, role: Role, why: str, abort: Abort | None = None) -> bool:
+        """SIGHUP the node again for the role it should run already; True once seen running it.
+
+        Not a role change (the files already say ``role``): no epoch moves. A relay that cannot
+        be confirmed ends like any demotion (stop_command); a producer that cannot keeps its role
+        with the error reported, and the decider fails it over (it is not forging)."""
+        log.warning("%s/%s: re-applying %s: %s", self.pool, self.node, role, why)
+        try:
+            self.method.reassert(role, abort, self.alive)
+        except ApplyError as exc:
+            if role == "relay":
+                self.applied = exc.applied
+            self.apply_error = str(exc)[:300]
+            log.error("%s/%s: re-applying %s failed: %s", self.pool, self.node, role, exc)
+            return False
+        except ApplyAborted:
+            self.applied = "unknown"
+            self.fence("re-applying producer abandoned: broker contact lost")
+            return False
+        if self.apply_error is not None and self.apply_error.startswith(role):
+            self.apply_error = None
+        log.warning("%s/%s: %s re-applied and seen", self.pool, self.node, role)
+        return True
+
     def might_forge(self) -> bool:
         """Whether the node may be forging now, so that losing the broker must fence it."""
         if self.fenced:
@@ -193,6 +235,8 @@ class RoleController:
         self.apply_error = None
         self._observe()
         role, epoch = command.role, command.epoch
+        if role == "relay" and role == self.applied and self.out_of_line() == "relay":
+            self.reassert("relay", f"command at epoch {epoch}, and the node is seen forging")
         if role == self.applied:
             if verdict.kind == "apply" or self.fenced or (self.stored and self.stored.pending):
                 self._store(epoch, role, pending=None, command=command)
@@ -306,7 +350,7 @@ class RoleController:
 
     @property
     def state(self) -> RoleState:
-        """The named role state (``actuator.roles``)."""
+        """The named role state (``bpfailover.actuator.roles``)."""
         return role_state(self.applied, self.pending, self.fenced)
 
     def _apply(self, role: Role, why: str, *, abort: Abort | None, move: Start | None = None) -> bool:

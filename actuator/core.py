@@ -1,6 +1,6 @@
 """The actuator's sans-I/O core: facts in, NodeState reports out, and the role applied.
 
-Everything the actuator decides happens here, driven by the shell (``actuator.service``)
+Everything the actuator decides happens here, driven by the shell (``bpfailover.actuator.service``)
 or by the whole-system simulation (``tests/sim``) through the same few entry points:
 
     core.start()                          stored state, interrupted applies, the fence check
@@ -32,17 +32,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from actuator.controller import RoleController
-from actuator.fence import FenceTimer, advertised_fence_after
-from actuator.policy import CommandRejected, Expected, check_command
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.fence import FenceTimer
+from bpfailover.actuator.policy import CommandRejected, Expected, check_command
+from bpfailover.protocol.fence import advertised_fence_after
+from bpfailover.protocol.wire import NodeState, RoleCommand
 from bpfailover.rejections import Rejections
-from bpfailover.wire import NodeState, RoleCommand
 
 log = logging.getLogger("bpfailover.actuator")
 
 FENCE_RETRY_MIN = 10.0  # seconds between tries of a fence that failed
 DEMOTION_RETRY = 60.0  # seconds between further tries of a demotion that failed completely
 REFRESH_MIN = 0.5  # seconds: the shortest report period, whatever fence_after says
+OBSERVE_EVERY = 2.0  # seconds between looks at the node's forging state
+REASSERT_MIN = 10.0  # seconds: at least this between re-applies of a role the node does not run
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ Emit = Callable[[PublishState], None]
 
 
 class Memory(Protocol):
-    """Where the last contact survives a restart (``actuator.contact.ContactMemory``)."""
+    """Where the last contact survives a restart (``bpfailover.actuator.contact.ContactMemory``)."""
 
     def load(self, now_boot: float, now_wall: float) -> float | None: ...
 
@@ -84,7 +87,7 @@ class ActuatorCore:
         start_timeout: float = 0.0,
     ) -> None:
         """``supervisor_bound``: how much later than its own timer a hung actuator's fence may come
-        (the systemd watchdog's restart, ``actuator.watchdog``); ``on_alive``: called right after
+        (the systemd watchdog's restart, ``bpfailover.actuator.watchdog``); ``on_alive``: called right after
         every fence check, the only proof of life the watchdog may be fed with; ``start_timeout``:
         how long the node may take to come up after a restart for a role change (reported)."""
         self.controller = controller
@@ -108,6 +111,8 @@ class ActuatorCore:
         self._next_refresh = math.inf
         self._next_fence_try = -math.inf
         self._next_demotion_try = -math.inf
+        self._next_look = -math.inf
+        self._next_reassert = -math.inf
         self.start_timeout = start_timeout
         self._restart: tuple[float, float] | None = None  # (wall, clock) of the latest role restart
         controller.on_change = self.report
@@ -122,7 +127,7 @@ class ActuatorCore:
 
     @property
     def fence_promise(self) -> float:
-        """Last contact -> node demoted by its fence, at most (``actuator.fence``)."""
+        """Last contact -> node demoted by its fence, at most (``bpfailover.actuator.fence``)."""
         return advertised_fence_after(
             self.fence.fence_after, self.fence.keepalive, self.demotion_bound + self.supervisor_bound
         )
@@ -160,6 +165,7 @@ class ActuatorCore:
             conn=self.last_conn or None,
             stopped=stopped,
             command=self._backing(),
+            forging=self.controller.forging,
             **self._starting(online and not stopped),
         )
 
@@ -269,11 +275,32 @@ class ActuatorCore:
             self.report()
 
     def tick(self) -> None:
-        """The fence first, then the periodic report and a demotion that failed."""
+        """The fence first, then the periodic report, a demotion that failed, and the node's
+        forging state (a node that does not run its role is put back in line)."""
         self.check_fence()
         if self.conn is not None and self.clock() >= self._next_refresh:
             self.report()
         self._retry_demotion()
+        self._watch_forging()
+
+    def _watch_forging(self) -> None:
+        """Look at the node's forging state now and then; report a change; re-apply a role the
+        node is seen not to run (a relay seen forging, a producer seen not forging)."""
+        if self.clock() < self._next_look or not self.controller.method.observer.configured:
+            return
+        self._next_look = self.clock() + OBSERVE_EVERY
+        before = self.controller.forging
+        self.controller.method.observe()
+        role = self.controller.out_of_line()
+        if role is not None and self.clock() >= self._next_reassert:
+            wait = max(REASSERT_MIN, self.controller.method.settings.apply_timeout)
+            self._next_reassert = self.clock() + wait
+            seen = self.controller.forging
+            what = {True: "seen forging", False: "seen not forging", None: "never SIGHUPed while up"}[seen]
+            self.controller.reassert(role, f"{role} applied, but the node is {what}", abort=self.fence_due)
+            self.report()
+        elif self.controller.forging != before:
+            self.report()
 
     # --- fencing ----------------------------------------------------------------------------
 

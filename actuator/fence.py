@@ -11,14 +11,8 @@ that looks connected is fenced only after ``max(fence_after, 2 * keepalive)``; p
 itself drops a link that stays silent that long, after which the plain rule applies.
 Either way the fence is due at most ``effective`` seconds after the last contact.
 
-What the actuator advertises in ``NodeState.fence_after`` (``advertised_fence_after``)
-is the longest time from its last contact with the broker (or its start, if later) until
-its fence has finished demoting the node:
-
-    max(fence_after, 2 x keepalive)        the timer (``FenceTimer.effective``)
-  + apply_timeout x (2 with stop_command)  the demotion: restart or signal within one
-                                           apply_timeout, stop_command within another
-  + FENCE_SLACK                            the loop noticing, writing the state file
+What the actuator advertises in ``NodeState.fence_after`` is the formula of
+``bpfailover.protocol.fence`` (the timer below, plus the demotion bound, plus slack).
 
 A promotion still running when the fence is due is killed (it polls the timer); a
 demotion in progress started at or before the last contact (a command is a contact)
@@ -34,28 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bpfailover.settings import ActuatorSettings
-
-FENCE_SLACK = 1.0  # seconds: the service loop noticing the fence is due, the state file write
-
-
-def effective_fence_after(fence_after: float, keepalive: float) -> float:
-    """The latest the fence is due after the last contact (0 = fencing off)."""
-    return max(fence_after, 2 * keepalive) if fence_after > 0 else 0.0
-
-
-def advertised_fence_after(fence_after: float, keepalive: float, demotion_bound: float) -> float:
-    """What ``NodeState.fence_after`` says: last contact -> node demoted, at most (0 = no promise)."""
-    if fence_after <= 0:
-        return 0.0
-    return effective_fence_after(fence_after, keepalive) + demotion_bound + FENCE_SLACK
-
-
-def advertised_for(settings: ActuatorSettings, keepalive: float) -> float:
-    """What an actuator with these settings advertises; the decider checks its timings with it."""
-    from actuator.methods.base import demotion_bound
-
-    return advertised_fence_after(settings.fence_after, keepalive, demotion_bound(settings))
+from bpfailover.protocol.fence import effective_fence_after
 
 
 @dataclass

@@ -22,8 +22,8 @@ from typing import Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bpfailover.signing import SignatureError, verify_command
-from bpfailover.wire import AppliedRole, PayloadRejected, Role, RoleCommand, decode
+from bpfailover.protocol.signing import SignatureError, verify_command
+from bpfailover.protocol.wire import AppliedRole, PayloadRejected, Role, RoleCommand, decode
 
 
 class CommandRejected(ValueError):

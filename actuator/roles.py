@@ -17,7 +17,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Literal
 
-from bpfailover.wire import AppliedRole, Role
+from bpfailover.protocol.wire import AppliedRole, Role
 
 Start = Literal["promote", "demote", "fence"]
 

@@ -1,4 +1,4 @@
-"""The actuator's I/O shell: MQTT link, the boot clock, signals, around ``actuator.core``.
+"""The actuator's I/O shell: MQTT link, the boot clock, signals, around ``bpfailover.actuator.core``.
 
 One thread does everything in order: check the fence (first, so that a host resuming
 from a suspend fences before it looks at anything that arrived meanwhile), read the
@@ -17,22 +17,22 @@ import time
 import uuid
 from collections.abc import Callable
 
-from actuator.contact import ContactMemory, boot_clock
-from actuator.controller import RoleController
-from actuator.core import ActuatorCore, PublishState
-from actuator.fence import FENCE_SLACK
-from actuator.methods import build_method
-from actuator.methods.base import demotion_bound
-from actuator.policy import Expected
-from actuator.state import StateStore
-from actuator.watchdog import Watchdog, watchdog_restart_bound
+from bpfailover.actuator.contact import ContactMemory, boot_clock
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.core import ActuatorCore, PublishState
+from bpfailover.actuator.methods import build_method
+from bpfailover.actuator.methods.base import demotion_bound
+from bpfailover.actuator.policy import Expected
+from bpfailover.actuator.state import StateStore
+from bpfailover.actuator.watchdog import Watchdog, watchdog_restart_bound
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
 from bpfailover.logs import log_exception
+from bpfailover.protocol.fence import FENCE_SLACK
+from bpfailover.protocol.signing import KeyLoadError, load_verify_key
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import NodeState
 from bpfailover.rejections import Rejections
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import KeyLoadError, load_verify_key
-from bpfailover.topics import Topics
-from bpfailover.wire import NodeState
 
 log = logging.getLogger("bpfailover.actuator")
 

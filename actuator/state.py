@@ -14,9 +14,9 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from actuator.atomic import atomic_write
-from bpfailover.topics import NodeName, PoolId
-from bpfailover.wire import Role, RoleCommand, summarise
+from bpfailover.actuator.atomic import atomic_write
+from bpfailover.protocol.topics import NodeName, PoolId
+from bpfailover.protocol.wire import Role, RoleCommand, summarise
 
 STATE_FILE = "actuator-state.json"
 

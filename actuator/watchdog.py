@@ -28,7 +28,7 @@ of failures is logged at warning, the rest at debug.
 ``watchdog_restart_bound`` is how long a hung actuator delays its fence: from its last ping
 until a new process is running the fence check again. The actuator's advertised fence time
 adds it: the new process finds the last broker contact in its state folder
-(``actuator.contact``), so it fences at once if that was too long ago.
+(``bpfailover.actuator.contact``), so it fences at once if that was too long ago.
 """
 
 from __future__ import annotations

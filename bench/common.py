@@ -41,11 +41,11 @@ import paho.mqtt.client as paho
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bpfailover.signing import load_signing_key, sign_command
-from bpfailover.wire import NodeState, RoleCommand
-from broker.bundle import write_bundle
-from broker.mosquitto import render_acl
-from broker.passwd import passwd_line
+from bpfailover.broker.bundle import write_bundle
+from bpfailover.broker.mosquitto import render_acl
+from bpfailover.broker.passwd import passwd_line
+from bpfailover.protocol.signing import load_signing_key, sign_command
+from bpfailover.protocol.wire import NodeState, RoleCommand
 
 PREFIX = "bpfailover"
 NODES = ("a", "b")

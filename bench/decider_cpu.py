@@ -34,12 +34,12 @@ import pstats
 import time
 
 from bench.common import DECIDER_ID, NODES, PREFIX, pool_id, steady_messages, tip_json
+from bpfailover.decider.actions import Action, PublishStatus
+from bpfailover.decider.model import Now
+from bpfailover.decider.service import DeciderService
 from bpfailover.link import Incoming
+from bpfailover.protocol.wire import TipReport, decode
 from bpfailover.settings import BpfConfig, DeciderSettings, PoolSpec
-from bpfailover.wire import TipReport, decode
-from decider.actions import Action, PublishStatus
-from decider.model import Now
-from decider.service import DeciderService
 
 EPOCH = 1
 CHUNK = 1000  # messages per stage in the per-stage split

@@ -62,7 +62,7 @@ from bench.common import (
     subscribe,
     wait_until,
 )
-from bpfailover.wire import ControlRequest
+from bpfailover.protocol.wire import ControlRequest
 
 STEADY = "a is producer at epoch 1"
 DECIDERS: list[subprocess.Popen[bytes]] = []  # every decider started, all stopped at the end

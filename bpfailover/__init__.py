@@ -1,8 +1,15 @@
 """bpfailover: automatic, split-brain-safe failover for Cardano block producers over MQTT.
 
-This shared package holds what crosses the wire (messages, topics, signing), the
-MQTT link, the settings and the command line. The components live beside it in
-``publisher``, ``decider``, ``actuator`` and ``broker``.
+The one installed package. Its layers, from the bottom (imports run only downward):
+
+- ``bpfailover.protocol``: the contract the components share (topics, wire models,
+  signing, the fence-promise formula);
+- the shared runtime in this folder: ``settings``, ``link`` (the MQTT link), ``logs``,
+  ``durations``, ``rejections``;
+- the components, installed from their own top-level folders: ``bpfailover.publisher``,
+  ``bpfailover.decider``, ``bpfailover.actuator``, ``bpfailover.broker``;
+- ``bpfailover.cli``: the operator surface (the command line, status, ops, demo,
+  config check).
 """
 
 __version__ = "0.1.0"

@@ -25,7 +25,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from bpfailover.durations import Duration
-from bpfailover.topics import DEFAULT_PREFIX, NodeName, PoolId, check_prefix
+from bpfailover.protocol.topics import DEFAULT_PREFIX, NodeName, PoolId, check_prefix
 
 
 class ConfigError(ValueError):
@@ -189,6 +189,14 @@ class ActuatorSettings(Section):
     # change (a ledger replay can take many minutes); reported in NodeState so that the decider
     # does not judge the restarting node stale meanwhile (capped by [decider] max_start_timeout).
     start_timeout: Duration = 1200.0
+    # Where the actuator observes the node's forging state (actuator/observe.py): its Prometheus
+    # endpoint (``forging_enabled``) and/or its log file ("Enabling/Disabling block forging").
+    # Without either, a sighup role change cannot be confirmed and NodeState says forging: null.
+    metrics_url: str | None = None
+    node_log: Path | None = None
+    # The script that starts cardano-node (guild's cnode.sh, or your own): only read by
+    # ``config check``, to warn when the node would start without the key paths SIGHUP needs.
+    start_script: Path | None = None
 
 
 class DeciderSettings(Section):
@@ -223,6 +231,10 @@ class DeciderSettings(Section):
     # change, its tip is not judged stale (if producer) and it is not eligible (if not), until its
     # tip is fresh again or this much has passed since its state said so.
     max_start_timeout: Duration = 1200.0
+    # A producer whose actuator reports its node not forging (observed, after consensus started)
+    # for this long, while its tip is fresh, is failed over: its actuator re-applies the role
+    # first (a SIGHUP), so this must leave it time for that.
+    not_forging_after: Duration = 120.0
 
     @field_validator("webhook_url")
     @classmethod
@@ -281,6 +293,8 @@ _PATH_FIELDS: dict[str, tuple[str, ...]] = {
         "key_store",
         "pid_file",
         "state_dir",
+        "node_log",
+        "start_script",
     ),
     "decider": ("signing_key",),
     "operator": ("signing_key",),

@@ -24,10 +24,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpfailover.signing import generate_key, private_key_pem, public_key_b64, public_key_pem
-from bpfailover.topics import TopicError, check_id, check_prefix
-from broker import certs, configs, mosquitto
-from broker.passwd import new_password, passwd_line
+from bpfailover.broker import certs, configs, mosquitto
+from bpfailover.broker.passwd import new_password, passwd_line
+from bpfailover.protocol.signing import generate_key, private_key_pem, public_key_b64, public_key_pem
+from bpfailover.protocol.topics import TopicError, check_id, check_prefix
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from bpfailover.topics import Topics
-from bpfailover.wire import MAX_PAYLOAD
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import MAX_PAYLOAD
 
 # The broker's limit on a whole MQTT packet; see the comment written into mosquitto.conf.
 MAX_PACKET_SIZE = 2 * MAX_PAYLOAD

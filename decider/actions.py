@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bpfailover.wire import DeciderStatus, DecisionEvent, RoleCommand
+from bpfailover.protocol.wire import DeciderStatus, DecisionEvent, RoleCommand
 
 
 @dataclass(frozen=True)

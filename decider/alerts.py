@@ -27,15 +27,25 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from bpfailover.logs import escape_control, log_exception
+from bpfailover.protocol.wire import DecisionEvent
 from bpfailover.settings import masked_url, url_problem
-from bpfailover.wire import DecisionEvent
 
 log = logging.getLogger("bpfailover.decider.alerts")
 
 # DecisionEvent kinds worth waking someone up for. The decider also raises generic
 # "alert" events (its reason says what) and "abandoned" (a target that failed to apply).
 ALERT_KINDS: frozenset[str] = frozenset(
-    {"failover", "fenced", "frozen", "no_healthy_standby", "clock_skew", "kes_expiring", "alert", "abandoned"}
+    {
+        "failover",
+        "fenced",
+        "frozen",
+        "no_healthy_standby",
+        "not_forging",
+        "clock_skew",
+        "kes_expiring",
+        "alert",
+        "abandoned",
+    }
 )
 PERMANENT_STATUS = frozenset({400, 401, 403, 404, 405, 410, 413, 422})  # retrying will not help
 

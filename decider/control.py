@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from bpfailover.wire import ControlRequest
-from decider import transition
-from decider.emit import Outbox, time_text
-from decider.rule import why_not
+from bpfailover.decider import transition
+from bpfailover.decider.emit import Outbox, time_text
+from bpfailover.decider.rule import why_not
+from bpfailover.protocol.wire import ControlRequest
 
 ANSWERS_KEPT = 256
 

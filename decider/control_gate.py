@@ -22,8 +22,8 @@ from typing import NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from bpfailover.signing import SignatureError, key_id, verify
-from bpfailover.wire import ControlRequest
+from bpfailover.protocol.signing import SignatureError, key_id, verify
+from bpfailover.protocol.wire import ControlRequest
 
 CONTROL_MAX_AGE = 60.0  # seconds between the operator's clock and the decider's, either way
 

@@ -18,7 +18,7 @@ Then each pool is recovered (``recovery``) and evaluated on every message and ev
 tick. While the link is down nothing is decided.
 
 With an ``instance`` (the service always gives one) the core is one of possibly several
-deciders for its pools (``decider.peers``): it publishes its presence, reads the others',
+deciders for its pools (``bpfailover.decider.peers``): it publishes its presence, reads the others',
 and decides only while it is the active one. A passive decider keeps its view current
 (every message is taken in) but publishes no role command, status or event; when it
 becomes active, each pool is recovered as after a restart. A live duplicate of its own id
@@ -34,11 +34,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterable
 
-from bpfailover.settings import DeciderSettings, PoolSpec
-from bpfailover.wire import ControlRequest, DeciderStatus, DecisionEvent, NodeState, RoleCommand, TipReport
-from decider.actions import Action, PublishEvent, PublishPresence, PublishStatus, Reject
-from decider.emit import build_status, node_inputs
-from decider.facts import (
+from bpfailover.decider.actions import Action, PublishEvent, PublishPresence, PublishStatus, Reject
+from bpfailover.decider.emit import build_status, node_inputs
+from bpfailover.decider.facts import (
     ControlAsked,
     Due,
     Fact,
@@ -51,9 +49,18 @@ from decider.facts import (
     Tick,
     TipSeen,
 )
-from decider.model import Context, Now, PoolView
-from decider.peers import Peers
-from decider.pool import PoolMachine
+from bpfailover.decider.model import Context, Now, PoolView
+from bpfailover.decider.peers import Peers
+from bpfailover.decider.pool import PoolMachine
+from bpfailover.protocol.wire import (
+    ControlRequest,
+    DeciderStatus,
+    DecisionEvent,
+    NodeState,
+    RoleCommand,
+    TipReport,
+)
+from bpfailover.settings import DeciderSettings, PoolSpec
 
 STALE_MARGIN = 0.001  # seconds
 PRESENCE_INTERVAL = 10.0  # seconds: at most this long between two presences of a decider
@@ -278,7 +285,7 @@ class Decider:
     # --- which decider decides ----------------------------------------------------------------
 
     def _update(self, now: Now) -> list[Action]:
-        """Become active or passive as the peers' presences say (see ``decider.peers``)."""
+        """Become active or passive as the peers' presences say (see ``bpfailover.decider.peers``)."""
         if self.peers is None or self.refused is not None:
             return []
         actions: list[Action] = []

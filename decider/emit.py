@@ -6,11 +6,11 @@ import math
 import zlib
 from datetime import UTC, datetime
 
-from bpfailover.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
-from bpfailover.wire import Transition as WireTransition
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
-from decider.model import Command, Context, Now, PoolView
-from decider.rule import why_not
+from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from bpfailover.decider.model import Command, Context, Now, PoolView
+from bpfailover.decider.rule import why_not
+from bpfailover.protocol.wire import DeciderStatus, DecisionEvent, NodeInputs, Role, RoleCommand
+from bpfailover.protocol.wire import Transition as WireTransition
 
 DURATION_UNITS = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
 
@@ -55,6 +55,7 @@ def node_inputs(view: PoolView, ctx: Context, now: Now) -> dict[str, NodeInputs]
             role=state.role if state is not None else "unknown",
             epoch=state.epoch if state is not None else 0,
             skew=None if node.skew is None else round(node.skew, 3),
+            forging=state.forging if state is not None and state.online else None,
         )
     return result
 

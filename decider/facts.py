@@ -1,6 +1,6 @@
 """What the decider's core can be told: one typed fact per kind of input (h11's events).
 
-The shell (``decider.service``) and the whole-system simulation (``tests/sim``) turn
+The shell (``bpfailover.decider.service``) and the whole-system simulation (``tests/sim``) turn
 what the broker delivers, and the passing of time, into these, and hand each to
 ``Decider.process(fact, now)``, which returns the actions to publish. Nothing else
 changes the core's state.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
+from bpfailover.protocol.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from bpfailover.protocol.wire import DeciderStatus, NodeState, Role, TipReport
 from bpfailover.settings import DeciderSettings
-from bpfailover.wire import DeciderStatus, NodeState, Role, TipReport
 
 Phase = Literal["demote", "promote"]
 
@@ -34,7 +34,7 @@ class Context:
     settings: DeciderSettings
     decider_id: str
     keepalive: float
-    # Two deciders per pool (``decider.peers``): this process's random id, and what it does now.
+    # Two deciders per pool (``bpfailover.decider.peers``): this process's random id, and what it does now.
     # Without an instance (the core built alone, as in most tests) statuses carry neither.
     instance: str | None = None
     mode: str = "active"
@@ -60,15 +60,15 @@ class StartGrace:
     """A restart the node's actuator ran for a role change, as the decider received it.
 
     While it lasts, a producer's stale tip is not a failure and a standby is not eligible. It
-    ends when a fresh tip sent after the restart comes in, or ``limit`` seconds (the node's
-    start_timeout, capped by max_start_timeout) after the state that announced it arrived: timed
-    on the decider's own clock, never the node's.
+    ends when a fresh tip of a block made after the restart comes in, or ``limit`` seconds
+    (the node's start_timeout, capped by max_start_timeout) after the state that announced it
+    arrived: timed on the decider's own clock, never the node's.
     """
 
     since: float  # the state's starting_since: which restart this is
     received_mono: float
     limit: float
-    up: bool = False  # a fresh tip sent after the restart came in
+    up: bool = False  # a fresh tip of a block made after the restart came in
 
     def left(self, now: Now) -> float:
         """Seconds of the wait left; 0 when it is over."""
@@ -99,6 +99,13 @@ class NodeView:
     # Whether the epoch its state claims is backed by a signed command (see facts.StateSeen).
     claim_trusted: bool = True
     start: StartGrace | None = None  # a restart for a role change under way (``starting``)
+    # Since when (our monotonic clock) its actuator has reported producer applied and the node
+    # seen not forging (NodeState.forging false); None while it forges or nobody can tell.
+    not_forging_since: float | None = None
+
+    def not_forging_for(self, now: Now) -> float:
+        """How long it has been a producer seen not forging; 0 when it is not."""
+        return 0.0 if self.not_forging_since is None else max(0.0, now.mono - self.not_forging_since)
 
     def starting(self, now: Now) -> bool:
         """Its actuator restarted it for a role change and it may still be coming up."""
@@ -150,7 +157,7 @@ class Transition:
 @dataclass
 class PoolView:
     """One pool as the decider sees it; changed only through its ``PoolMachine``, which
-    relies on that to know when the pool is settled (see ``decider.pool``)."""
+    relies on that to know when the pool is settled (see ``bpfailover.decider.pool``)."""
 
     id: str
     nodes: dict[str, NodeView]

@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from bpfailover.wire import DeciderStatus
-from decider.model import Now
+from bpfailover.decider.model import Now
+from bpfailover.protocol.wire import DeciderStatus
 
 
 @dataclass

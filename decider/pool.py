@@ -21,13 +21,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TypeVar
 
+from bpfailover.decider import control, recovery, rule, safety, transition
+from bpfailover.decider.actions import Action
+from bpfailover.decider.emit import Outbox, build_status, status_key
+from bpfailover.decider.invariants import fence_warning
+from bpfailover.decider.model import Command, Context, NodeView, Now, PoolView, StartGrace
+from bpfailover.protocol.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
 from bpfailover.settings import PoolSpec
-from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand, TipReport
-from decider import control, recovery, rule, safety, transition
-from decider.actions import Action
-from decider.emit import Outbox, build_status, status_key
-from decider.invariants import fence_warning
-from decider.model import Command, Context, NodeView, Now, PoolView, StartGrace
 
 SETTLED_MARGIN = 0.01  # seconds
 
@@ -64,6 +64,10 @@ def fence_key(node: str, fence_after: float) -> str:
 
 def skew_key(node: str) -> str:
     return f"skew:{node}"
+
+
+def not_forging_key(node: str) -> str:
+    return f"notforging:{node}"
 
 
 def dry_run_key(node: str, *, producing: bool) -> str:
@@ -114,8 +118,12 @@ class PoolMachine:
         node.fresh_streak = node.fresh_streak + 1 if fresh else 0
         if usable:
             node.tip_time = report.tip_time
-        if fresh and node.start is not None and report.sent_at > node.start.since:
-            node.start.up = True  # (the publisher runs on the node: its clock is the actuator's)
+        if fresh and node.start is not None and report.tip_time > node.start.since:  # type: ignore[operator]
+            # Up again: it has a block made after the restart. A tip from before it proves nothing,
+            # however young: a node that answers with the chain it had (a slow shutdown, a replay
+            # that serves its old tip) is not yet following the chain. (The publisher runs on the
+            # node: the restart instant is on the same clock as the tip's slot time.)
+            node.start.up = True
         if not retained:
             # A retained report was sent long ago: its delay says nothing about the clock.
             node.skew = received_at - report.sent_at
@@ -139,6 +147,7 @@ class PoolMachine:
         if state.stopped:
             node.stopped_conn = state.conn
         self._note_start(node, state, now)
+        self._note_forging(node, state, now)
         newly_fenced = state.fenced and (node.state is None or not node.state.fenced)
         node.state = state
         txn = self.view.transition
@@ -159,6 +168,15 @@ class PoolMachine:
             )
             return out.actions
         return []
+
+    @staticmethod
+    def _note_forging(node: NodeView, state: NodeState, now: Now) -> None:
+        """A producer seen not forging: from when (its actuator re-applies producer meanwhile)."""
+        idle = state.online and state.role == "producer" and state.pending is None and state.forging is False
+        if not idle:
+            node.not_forging_since = None
+        elif node.not_forging_since is None:
+            node.not_forging_since = now.mono
 
     def _note_start(self, node: NodeView, state: NodeState, now: Now) -> None:
         """A restart the actuator ran for a role change: wait for it, timed from now, at most
@@ -351,6 +369,10 @@ class PoolMachine:
         if ps is not None and not ps.dry_run and not safety.applied_producer(producer):
             return None  # a producer that lost its role, or is offline: to re-command or replace
         fresh_until = producer.tip_time + settings.stale_after
+        if producer.not_forging_since is not None:
+            return None  # a producer seen not forging: failed over as time passes
+        if any(safety.seen_forging(n) for n in view.nodes.values() if n is not producer):
+            return None  # a node forging that is not the producer: demote, or keep blocking
         if any(n.starting(now) for n in view.nodes.values()):
             return None  # a restart's wait ends as time passes: judge afresh until it is over
         ctx = self.ctx
@@ -412,6 +434,7 @@ class PoolMachine:
             return
         decision = rule.automatic(view, ctx, now) if lost is None else self._replace(out, lost)
         self._standby_alert(out)
+        self._not_forging_alert(out, decision)
         if decision is None:
             view.shadow = None
             return
@@ -522,8 +545,13 @@ class PoolMachine:
             s = node.state
             if s is not None and safety.rogue(view, node):
                 target = view.producer
+                if safety.applied_producer(node):
+                    what = f"reports producer at epoch {s.epoch}"
+                else:
+                    what = f"is seen forging (its role reads {s.role} at epoch {s.epoch})"
+                    out.alert(safety.forging_key(node.name), f"{node.name} {what} but is not the producer")
                 reason = (
-                    f"{node.name} reports producer at epoch {s.epoch} (ours is {view.epoch}) without our "
+                    f"{node.name} {what} (ours is {view.epoch}) without our "
                     "command: re-commanding the pool at a higher epoch"
                 )
                 out.alert(f"rogue:{node.name}:{s.epoch}", reason, to=node.name)
@@ -532,6 +560,28 @@ class PoolMachine:
                 transition.start(out, kind="resync", to=target, from_=None, reason=reason, operator=True)
                 return True
         return False
+
+    @staticmethod
+    def _not_forging_alert(out: Outbox, decision: rule.Decision | None) -> None:
+        """The producer has been seen not forging for not_forging_after, its tip fresh: say so once
+        (a pool must never sit silently not forging), whether or not a failover follows."""
+        view, ctx, now = out.view, out.ctx, out.now
+        producer = view.nodes[view.producer] if view.producer is not None else None
+        if producer is None or not rule.idle_producer(producer, ctx, now):
+            return
+        then = (
+            f"failing over to {decision.to}"
+            if decision is not None and decision.from_ == producer.name
+            else "no other node is eligible to take over; waiting"
+        )
+        out.alert(
+            not_forging_key(producer.name),
+            f"producer {producer.name} is seen not forging for {producer.not_forging_for(now):.0f}s "
+            f"(not_forging_after {ctx.settings.not_forging_after:g}s) although its tip is fresh and "
+            f"its actuator re-applied producer: {then}",
+            to=producer.name,
+            kind="not_forging",
+        )
 
     def _standby_alert(self, out: Outbox) -> None:
         view, ctx, now = out.view, out.ctx, out.now
@@ -557,6 +607,10 @@ class PoolMachine:
         view, ctx = out.view, out.ctx
         self._no_fence_alert(out)
         for node in view.nodes.values():
+            if node.name == view.producer or not safety.seen_forging(node):
+                out.clear(safety.forging_key(node.name))  # (the next episode is re-commanded again)
+            if node.name != view.producer or node.not_forging_since is None:
+                out.clear(not_forging_key(node.name))
             s = node.state
             if s is not None and not node.claim_trusted:
                 out.alert(

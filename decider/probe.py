@@ -13,10 +13,10 @@ from __future__ import annotations
 import logging
 import time
 
+from bpfailover.decider.peers import duplicate_line
 from bpfailover.link import Incoming, LinkError, MqttLink, make_client_id
+from bpfailover.protocol.wire import DeciderStatus, PayloadRejected, decode
 from bpfailover.settings import MqttSettings
-from bpfailover.wire import DeciderStatus, PayloadRejected, decode
-from decider.peers import duplicate_line
 
 log = logging.getLogger("bpfailover.decider")
 

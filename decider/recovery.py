@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from collections import deque
 
-from bpfailover.wire import DeciderStatus
-from decider import transition
-from decider.emit import Outbox
-from decider.model import NodeView, PoolView, Transition
-from decider.rule import rank, why_not
-from decider.safety import applied, might_produce
+from bpfailover.decider import transition
+from bpfailover.decider.emit import Outbox
+from bpfailover.decider.model import NodeView, PoolView, Transition
+from bpfailover.decider.rule import rank, why_not
+from bpfailover.decider.safety import applied, might_produce
+from bpfailover.protocol.wire import DeciderStatus
 
 
 def _restore_operator_state(out: Outbox) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from decider.model import Context, NodeView, Now, PoolView
+from bpfailover.decider.model import Context, NodeView, Now, PoolView
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,19 @@ def automatic(view: PoolView, ctx: Context, now: Now) -> Decision | None:
             f"producer {producer.name} tip age {age_text(age)} > stale_after {s.stale_after:g}s; "
             f"{best.name} eligible with tip age {age_text(best.age(now))}",
         )
+    if idle_producer(producer, ctx, now):
+        # Its tip is fresh (it relays), but it does not forge: a pool must never sit like that.
+        ranked = candidates(view, ctx, now, exclude={producer.name})
+        if ranked:
+            best = ranked[0]
+            return Decision(
+                "failover",
+                best.name,
+                producer.name,
+                f"producer {producer.name} seen not forging for {producer.not_forging_for(now):.0f}s "
+                f"> not_forging_after {s.not_forging_after:g}s; {best.name} eligible with tip age "
+                f"{age_text(best.age(now))}",
+            )
     if s.failback:
         ranked = candidates(view, ctx, now, exclude={producer.name})
         if ranked and ranked[0].priority > producer.priority:
@@ -142,6 +155,13 @@ def automatic(view: PoolView, ctx: Context, now: Now) -> Decision | None:
                 f"over {producer.name} (priority {producer.priority})",
             )
     return None
+
+
+def idle_producer(producer: NodeView, ctx: Context, now: Now) -> bool:
+    """A producer seen not forging for ``not_forging_after`` (its actuator re-applied producer
+    meanwhile): unhealthy, whatever its tip says."""
+    idle = producer.not_forging_for(now)
+    return producer.not_forging_since is not None and idle >= ctx.settings.not_forging_after
 
 
 def too_soon(view: PoolView, ctx: Context, now: Now) -> float | None:

@@ -13,11 +13,12 @@ operator must); its "pending" role is only what it would have applied.
 
 from __future__ import annotations
 
-from decider.model import Context, NodeView, Now, PoolView, Transition
+from bpfailover.decider.model import Context, NodeView, Now, PoolView, Transition
 
 
 def acked(node: NodeView, epoch: int) -> bool:
-    """The actuator reports relay applied at ``epoch`` or later, with nothing pending."""
+    """The actuator reports relay applied at ``epoch`` or later, with nothing pending, and its node
+    is not seen forging (``NodeState.forging``: a relay that forges has not stopped)."""
     s = node.state
     return (
         s is not None
@@ -25,8 +26,15 @@ def acked(node: NodeView, epoch: int) -> bool:
         and s.role == "relay"
         and s.epoch >= epoch
         and s.pending is None
+        and s.forging is not True
         and node.claim_trusted
     )
+
+
+def seen_forging(node: NodeView) -> bool:
+    """Its actuator reports that it sees its node forging (online: a Will says nothing of it)."""
+    s = node.state
+    return s is not None and s.online and s.forging is True
 
 
 def applied(node: NodeView, epoch: int) -> bool:
@@ -81,6 +89,8 @@ def reports_producing(node: NodeView) -> bool:
     s = node.state
     if s is None:
         return False
+    if s.forging is True:
+        return True  # seen forging, whatever its files say
     if s.dry_run:
         # Nothing it pends will happen, and a role it cannot detect is not of our making.
         return s.role == "producer"
@@ -175,12 +185,26 @@ def applied_producer(node: NodeView) -> bool:
 
 
 def rogue(view: PoolView, node: NodeView) -> bool:
-    """Producing without our command: applied producer, not our producer, at or below our epoch
-    (or at none: a cloned disk). Above our epoch the decider is behind instead (``ahead``)."""
+    """Producing without our command: applied producer, or seen forging (not pending, not in
+    dry-run), not our producer, at or below our epoch (or at none: a cloned disk). Above our epoch
+    the decider is behind instead (``ahead``).
+
+    A node seen forging is re-commanded once per episode (``forging_key`` among the alerts): its
+    actuator re-applies relay, and stops the node if that is not seen. Commanding it again would
+    only churn epochs; while it still forges it blocks every promotion (``reports_producing``)."""
     s = node.state
-    if s is None or not applied_producer(node) or node.name == view.producer:
+    if s is None or node.name == view.producer:
+        return False
+    told = forging_key(node.name) in view.alerts
+    forging = seen_forging(node) and s.pending is None and not s.dry_run and not told
+    if not applied_producer(node) and not forging:
         return False
     return not node.claim_trusted or s.epoch <= view.epoch
+
+
+def forging_key(name: str) -> str:
+    """The alert raised when a node that is not the producer is seen forging (``rogue``)."""
+    return f"forging:{name}"
 
 
 def ahead(view: PoolView) -> NodeView | None:

@@ -10,7 +10,7 @@ on a link of their own, so that a command never waits behind thousands of status
 in one connection's queue. The core is evaluated on every message, every ``tick``, and
 at the instant a producer's tip goes stale.
 
-Nothing is decided before the retained messages are all read (``decider.retained``).
+Nothing is decided before the retained messages are all read (``bpfailover.decider.retained``).
 
 Presence: a second, idle connection carries the Last Will — the first pool's
 DeciderStatus with ``online=false``. A Will is fixed when a connection is made, so
@@ -21,12 +21,12 @@ one. Other pools have no Will: their presence is judged by ``DeciderStatus.updat
 republished every ``status_interval``. SIGTERM and SIGINT publish ``online=false`` for
 every pool and exit cleanly.
 
-Two deciders (``decider.peers``): the work connection's own Last Will is this decider's
+Two deciders (``bpfailover.decider.peers``): the work connection's own Last Will is this decider's
 presence on ``{prefix}/{pool}/deciders/{id}`` (first pool) saying offline; the presence is
 republished on every change of mode and at least every 10 s. The pool-status Will above
 exists only while this decider is active (a standby's Will must not overwrite the active
 one's status). Before connecting under its client id, the decider looks for a live process
-with its decider id (``decider.probe``) and refuses to start if there is one; a broker
+with its decider id (``bpfailover.decider.probe``) and refuses to start if there is one; a broker
 session taken over (MQTT 5 reason "Session taken over") or a duplicate seen later makes it
 stop with exit code 1, so that two processes never take the session from each other in turn.
 """
@@ -41,33 +41,7 @@ import uuid
 from collections.abc import Callable
 from types import FrameType
 
-from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
-from bpfailover.logs import log_exception
-from bpfailover.rejections import Rejections
-from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import (
-    KeyLoadError,
-    SignatureError,
-    claim_backed,
-    load_signing_key,
-    load_verify_key,
-    sign,
-    sign_command,
-    verify,
-    verify_command,
-)
-from bpfailover.topics import TopicError, Topics, check_id
-from bpfailover.wire import (
-    ControlRequest,
-    DeciderStatus,
-    DecisionEvent,
-    NodeState,
-    PayloadRejected,
-    RoleCommand,
-    TipReport,
-    decode,
-)
-from decider.actions import (
+from bpfailover.decider.actions import (
     Action,
     PublishDryRun,
     PublishEvent,
@@ -76,11 +50,11 @@ from decider.actions import (
     PublishStatus,
     Reject,
 )
-from decider.alerts import KesWatch
-from decider.alerts import from_settings as alerts_from_settings
-from decider.control_gate import ControlGate
-from decider.core import PRESENCE_INTERVAL, Decider
-from decider.facts import (
+from bpfailover.decider.alerts import KesWatch
+from bpfailover.decider.alerts import from_settings as alerts_from_settings
+from bpfailover.decider.control_gate import ControlGate
+from bpfailover.decider.core import PRESENCE_INTERVAL, Decider
+from bpfailover.decider.facts import (
     ControlAsked,
     Due,
     LinkChanged,
@@ -92,11 +66,37 @@ from decider.facts import (
     Tick,
     TipSeen,
 )
-from decider.invariants import check_invariants
-from decider.metrics import DeciderMetrics
-from decider.model import Now
-from decider.probe import find_duplicate
-from decider.retained import RetainedRead
+from bpfailover.decider.invariants import check_invariants
+from bpfailover.decider.metrics import DeciderMetrics
+from bpfailover.decider.model import Now
+from bpfailover.decider.probe import find_duplicate
+from bpfailover.decider.retained import RetainedRead
+from bpfailover.link import BrokerRefused, Delivery, Incoming, LinkError, LinkEvent, MqttLink, make_client_id
+from bpfailover.logs import log_exception
+from bpfailover.protocol.signing import (
+    KeyLoadError,
+    SignatureError,
+    claim_backed,
+    load_signing_key,
+    load_verify_key,
+    sign,
+    sign_command,
+    verify,
+    verify_command,
+)
+from bpfailover.protocol.topics import TopicError, Topics, check_id
+from bpfailover.protocol.wire import (
+    ControlRequest,
+    DeciderStatus,
+    DecisionEvent,
+    NodeState,
+    PayloadRejected,
+    RoleCommand,
+    TipReport,
+    decode,
+)
+from bpfailover.rejections import Rejections
+from bpfailover.settings import BpfConfig, ConfigError
 
 log = logging.getLogger("bpfailover.decider")
 
@@ -230,7 +230,7 @@ class DeciderService:
         fence_after = None
         if "actuator" in config.model_fields_set:
             # Judge by what such an actuator will advertise (its real worst case), not the raw key.
-            from actuator.fence import advertised_for
+            from bpfailover.protocol.fence import advertised_for
 
             fence_after = advertised_for(config.actuator, config.mqtt.keepalive)
         check_invariants(settings, config.mqtt.keepalive, fence_after)

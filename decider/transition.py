@@ -11,10 +11,10 @@ the whole sequence is reported at once.
 
 from __future__ import annotations
 
-from decider import safety
-from decider.emit import Outbox
-from decider.model import Now, PoolView, Transition
-from decider.rule import candidates, why_not
+from bpfailover.decider import safety
+from bpfailover.decider.emit import Outbox
+from bpfailover.decider.model import Now, PoolView, Transition
+from bpfailover.decider.rule import candidates, why_not
 
 # Changes that do not start min_switch_interval: the first producer, and re-commanding
 # the same producer (after the broker lost its roles, or to overrule a rogue command).

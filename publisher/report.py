@@ -15,9 +15,9 @@ from typing import Any, Literal
 
 from pydantic import ValidationError
 
-from bpfailover.wire import TipReport, summarise
-from publisher.chain import Chain
-from publisher.sources.base import SourceError, TipSample, one_line
+from bpfailover.protocol.wire import TipReport, summarise
+from bpfailover.publisher.chain import Chain
+from bpfailover.publisher.sources.base import SourceError, TipSample, one_line
 
 Outcome = TipSample | SourceError
 

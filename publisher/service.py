@@ -16,12 +16,12 @@ import time
 from collections.abc import Callable
 
 from bpfailover.link import BrokerRefused, LinkEvent, MqttLink, make_client_id
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import TipReport
+from bpfailover.publisher.chain import chain_for
+from bpfailover.publisher.report import Outcome, SourceChange, TipReporter
+from bpfailover.publisher.sources import SourceError, TipSource, make_source
 from bpfailover.settings import BpfConfig
-from bpfailover.topics import Topics
-from bpfailover.wire import TipReport
-from publisher.chain import chain_for
-from publisher.report import Outcome, SourceChange, TipReporter
-from publisher.sources import SourceError, TipSource, make_source
 
 log = logging.getLogger("bpfailover.publisher")
 

@@ -35,13 +35,13 @@ from typing import Any, TypeVar
 
 import pytest
 
+from bpfailover.broker.bundle import node_config, write_bundle
+from bpfailover.broker.mosquitto import NODE_DUTIES, node_user
+from bpfailover.broker.mosquitto import find_mosquitto as broker_binary
+from bpfailover.broker.passwd import new_password, passwd_line
+from bpfailover.protocol.signing import load_signing_key, sign
+from bpfailover.protocol.wire import ControlRequest
 from bpfailover.settings import MqttSettings, read_toml
-from bpfailover.signing import load_signing_key, sign
-from bpfailover.wire import ControlRequest
-from broker.bundle import node_config, write_bundle
-from broker.mosquitto import NODE_DUTIES, node_user
-from broker.mosquitto import find_mosquitto as broker_binary
-from broker.passwd import new_password, passwd_line
 
 T = TypeVar("T")
 

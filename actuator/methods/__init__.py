@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from actuator.methods.base import ApplyError, Method
-from actuator.methods.command import CommandMethod
-from actuator.methods.env_swap import EnvSwap
-from actuator.methods.sighup import SigHup
+from bpfailover.actuator.methods.base import ApplyError, Method
+from bpfailover.actuator.methods.command import CommandMethod
+from bpfailover.actuator.methods.env_swap import EnvSwap
+from bpfailover.actuator.methods.sighup import SigHup
 from bpfailover.settings import ActuatorSettings
 
 METHODS: dict[str, type[Method]] = {"env-swap": EnvSwap, "sighup": SigHup, "command": CommandMethod}

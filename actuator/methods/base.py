@@ -12,7 +12,7 @@ import logging
 import time
 from abc import ABC, abstractmethod
 
-from actuator.commands import (
+from bpfailover.actuator.commands import (
     UNLIMITED,
     Abort,
     Alive,
@@ -22,17 +22,14 @@ from actuator.commands import (
     run_command,
     with_retries,
 )
+from bpfailover.actuator.observe import ForgingObserver, Observed, build_observer
+from bpfailover.protocol.fence import demotion_bound
+from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ActuatorSettings, ConfigError
-from bpfailover.wire import AppliedRole, Role
 
 log = logging.getLogger("bpfailover.actuator")
 
 __all__ = ["Abort", "ApplyError", "Budget", "Method", "demotion_bound"]
-
-
-def demotion_bound(settings: ActuatorSettings) -> float:
-    """The longest a demotion may take: one ``apply_timeout`` window, plus one for ``stop_command``."""
-    return settings.apply_timeout * (2 if settings.stop_command else 1)
 
 
 class ApplyError(Exception):
@@ -50,10 +47,27 @@ class Method(ABC):
     # Applying a role restarts cardano-node (env-swap): the node then replays its ledger, which may
     # take many minutes, and NodeState says so (``start_timeout``).
     restarts_node: bool = False
+    # The node's forging metric counts only after a SIGHUP that reached it while up (``observe``).
+    needs_sighup: bool = False
 
     def __init__(self, settings: ActuatorSettings) -> None:
         self.settings = settings
         self.check()
+        self.observer: ForgingObserver = build_observer(
+            settings.metrics_url, settings.node_log, needs_sighup=self.needs_sighup
+        )
+
+    def observe(self) -> Observed:
+        """The node's forging state, looked at now (``Observed(None)`` without a source)."""
+        return self.observer.look()
+
+    def can_reassert(self) -> bool:
+        """Whether ``reassert`` can put the node back in line with its role without a role change."""
+        return False
+
+    def reassert(self, role: Role, abort: Abort | None = None, alive: Alive | None = None) -> None:
+        """Make the node run ``role`` again, which its files already say (the node disagrees)."""
+        raise ApplyError(f"{self.name} cannot re-apply {role} without a role change", "unknown")
 
     @abstractmethod
     def check(self) -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from actuator.methods.base import Budget, Method
-from bpfailover.wire import AppliedRole, Role
+from bpfailover.actuator.methods.base import Budget, Method
+from bpfailover.protocol.wire import AppliedRole, Role
 
 
 class CommandMethod(Method):

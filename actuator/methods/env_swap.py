@@ -4,7 +4,7 @@ Two ways of setting the file up (``env_mode``):
 
 - ``files``: replace it with a copy of ``producer_env`` or ``relay_env``.
 - ``pool_name``: toggle its ``POOL_NAME`` line in place (guild-operators' ``scripts/env``,
-  ``actuator.methods.pool_name``), leaving every other line as it is. guild's updater
+  ``bpfailover.actuator.methods.pool_name``), leaving every other line as it is. guild's updater
   rewrites that file, so whole-file variants go stale; the line survives its updates.
 """
 
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from actuator.atomic import atomic_write
-from actuator.commands import StepFailed
-from actuator.methods import pool_name
-from actuator.methods.base import Budget, Method
+from bpfailover.actuator.atomic import atomic_write
+from bpfailover.actuator.commands import StepFailed
+from bpfailover.actuator.methods import pool_name
+from bpfailover.actuator.methods.base import Budget, Method
+from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ConfigError
-from bpfailover.wire import AppliedRole, Role
 
 
 class EnvSwap(Method):
@@ -120,6 +120,7 @@ class EnvSwap(Method):
 
         budget.files(swap, f"writing {env_file}")
         self.run(s.restart_command, "restart_command", budget)
+        self.observer.node_restarted()
 
 
 def _text(data: bytes) -> str:

@@ -1,27 +1,41 @@
-"""``sighup``: move the forging keys into or out of place, then SIGHUP the node.
+"""``sighup``: move the forging keys into or out of place, SIGHUP the node, and see it happen.
 
-cardano-node (8.2 and later) re-reads its KES key, VRF key and operational certificate
-on SIGHUP: with the files present at the paths it was started with it forges, without
-them it runs as a relay. While relay the three files rest in ``key_store``.
+cardano-node (8.2 and later; 8.9.0 for bulk credentials) re-reads its KES key, VRF key and
+operational certificate on SIGHUP: with the files present at the paths it was started with it
+forges; only a *missing* file turns forging off (any other error leaves forging as it was).
+While relay the three files rest in ``key_store``. The node must have been started with the key
+paths (and the non-producing flag: ``--non-producing-node`` up to 10.4,
+``--start-as-non-producing-node`` from 10.5), or no SIGHUP can ever make it forge.
+
+With an observation source (``bpfailover.actuator.observe``) the change is confirmed from the node itself:
+a relay is applied only once the node is seen not forging, a producer once it is seen forging.
+A SIGHUP the node ignored because it still replays its ledger is sent again once it is up. A
+demotion not seen within ``apply_timeout`` fails, and falls back to ``stop_command``. Without a
+source the SIGHUP is assumed to work, as before, and NodeState says ``forging: null``.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
-from actuator.atomic import atomic_move
-from actuator.commands import StepFailed, with_retries
-from actuator.methods.base import Budget, Method
+from bpfailover.actuator.atomic import atomic_move
+from bpfailover.actuator.commands import StepFailed, with_retries
+from bpfailover.actuator.methods.base import Abort, Alive, ApplyError, Budget, Method
+from bpfailover.actuator.observe import Observed
+from bpfailover.protocol.wire import AppliedRole, Role
 from bpfailover.settings import ConfigError
-from bpfailover.wire import AppliedRole, Role
 
 KEYS = ("kes_key", "vrf_key", "opcert")
+LOOK_EVERY = 0.2  # seconds between looks at the node while a change is confirmed
+RESEND_EVERY = 5.0  # seconds between SIGHUPs the node ignored (it still replays its ledger)
 
 
 class SigHup(Method):
     name = "sighup"
+    needs_sighup = True
 
     def check(self) -> None:
         s = self.settings
@@ -86,8 +100,53 @@ class SigHup(Method):
 
         budget.files(move, f"moving the keys to or from {key_store}")
         self.signal(budget)
+        self.confirm(role, budget)
+
+    def can_reassert(self) -> bool:
+        return self.observer.configured
+
+    def reassert(self, role: Role, abort: Abort | None = None, alive: Alive | None = None) -> None:
+        """The key files say ``role`` but the node is seen doing the other (or was never SIGHUPed
+        while up): SIGHUP it again and confirm, within apply_timeout (a demotion then falls back to
+        stop_command, as any demotion does)."""
+        if self.detect_role() != role:
+            raise ApplyError(f"the key files do not say {role}: not re-applying", "unknown")
+        super().apply(role, abort, alive)
+
+    def confirm(self, role: Role, budget: Budget) -> None:
+        """Wait until the node is seen running ``role``; resend a SIGHUP it ignored while replaying.
+
+        Raise StepFailed when it is not seen within apply_timeout (a demotion's own deadline).
+        Without an observation source there is nothing to wait for.
+        """
+        if not self.observer.configured:
+            return
+        wanted = role == "producer"
+        until = time.monotonic() + self.settings.apply_timeout
+        if budget.deadline is not None:
+            until = min(until, budget.deadline)
+        last_sent = time.monotonic()
+        seen: Observed = self.observe()
+        while seen.forging is not wanted:
+            # Sent before the node was up (metrics), or ignored during a replay (log): again.
+            resend = bool(seen.untested and seen.up)
+            if resend or (seen.ignored and time.monotonic() - last_sent >= RESEND_EVERY):
+                self.signal(budget)
+                last_sent = time.monotonic()
+            if time.monotonic() >= until:
+                raise StepFailed(
+                    f"{role} not confirmed by the node within apply_timeout "
+                    f"{self.settings.apply_timeout:g}s (seen: {_seen_text(seen)})"
+                )
+            budget.pause(min(LOOK_EVERY, max(0.0, until - time.monotonic())))
+            seen = self.observe()
 
     def signal(self, budget: Budget) -> None:
+        self.observer.before_sighup()
+        self._send(budget)
+        self.observer.after_sighup()
+
+    def _send(self, budget: Budget) -> None:
         s = self.settings
         if s.pid_file is None:
             assert s.sighup_command
@@ -112,3 +171,16 @@ def send_sighup(pid_file: Path) -> None:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         raise StepFailed(f"cannot send SIGHUP to pid {pid} (from {pid_file}): {exc.strerror}") from None
+
+
+def _seen_text(seen: Observed) -> str:
+    forging = {True: "forging", False: "not forging", None: "unknown"}[seen.forging]
+    if seen.ignored:
+        forging += ", SIGHUP ignored: consensus has not started (ledger replay)"
+    elif seen.up is False:
+        forging += ", node not up (ledger replay)"
+    elif seen.untested:
+        forging += ", no SIGHUP has reached the node while up"
+    if seen.error:
+        forging += f"; {seen.error}"
+    return forging

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from bpfailover.publisher.chain import Chain
+from bpfailover.publisher.sources.base import SourceError, TipSample, TipSource
+from bpfailover.publisher.sources.cardano_cli import CardanoCliSource
+from bpfailover.publisher.sources.command import CommandSource
+from bpfailover.publisher.sources.prometheus import PrometheusSource
+from bpfailover.publisher.sources.simulate import SimulatedChain
 from bpfailover.settings import ConfigError, PublisherSettings
-from publisher.chain import Chain
-from publisher.sources.base import SourceError, TipSample, TipSource
-from publisher.sources.cardano_cli import CardanoCliSource
-from publisher.sources.command import CommandSource
-from publisher.sources.prometheus import PrometheusSource
-from publisher.sources.simulate import SimulatedChain
 
 __all__ = ["SourceError", "TipSample", "TipSource", "make_source"]
 

@@ -6,10 +6,10 @@ import os
 import stat
 from pathlib import Path
 
-from publisher.chain import Chain
-from publisher.sources.base import SourceError, TipSample
-from publisher.sources.process import run_command_full
-from publisher.sources.tipjson import parse_tip_json
+from bpfailover.publisher.chain import Chain
+from bpfailover.publisher.sources.base import SourceError, TipSample
+from bpfailover.publisher.sources.process import run_command_full
+from bpfailover.publisher.sources.tipjson import parse_tip_json
 
 SOCKET_ENV = "CARDANO_NODE_SOCKET_PATH"
 

@@ -6,9 +6,9 @@ For setups the other sources do not cover, e.g. a node in a container:
 
 from __future__ import annotations
 
-from publisher.sources.base import TipSample
-from publisher.sources.process import run_command
-from publisher.sources.tipjson import parse_tip_json
+from bpfailover.publisher.sources.base import TipSample
+from bpfailover.publisher.sources.process import run_command
+from bpfailover.publisher.sources.tipjson import parse_tip_json
 
 
 class CommandSource:

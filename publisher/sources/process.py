@@ -8,7 +8,7 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from publisher.sources.base import SourceError, one_line
+from bpfailover.publisher.sources.base import SourceError, one_line
 
 
 def run_command(

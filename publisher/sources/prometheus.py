@@ -9,6 +9,11 @@ system of nodes 8.x-9.1, whose ChainDB tracer named them ``ChainDB.SlotNum``,
 ``ChainDB.BlockNum``, ``ChainDB.Epoch``). Names are compared after dropping the prefix
 and the ``_int``/``_counter``/``_real`` suffix, case-insensitively.
 
+The new tracing system of nodes 10.5 and later also exposes the tip's block hash as a label:
+``cardano_node_metrics_tipBlock{hash="…",parent_hash="…",issuer_VKey_hash="…"} 1``
+(cardano-node ``Cardano/Node/Tracing/Tracers/ChainDB.hs``, ``PrometheusM "tipBlock"``); the
+``hash`` label becomes the TipReport's hash.
+
 While the node replays its ledger after a start it has no slotNum yet, and
 ``blockReplayProgress`` (percent) is below 100: the sample is then an error that says
 the node is starting. (A running node may keep a last value just below 100, such as
@@ -24,7 +29,7 @@ import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from publisher.sources.base import SourceError, TipSample, count, one_line, required_count
+from bpfailover.publisher.sources.base import SourceError, TipSample, count, one_line, required_count
 
 MAX_BODY = 8 * 1024 * 1024
 _PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
@@ -44,17 +49,25 @@ def canonical(name: str) -> str:
     return _SUFFIX.sub("", _PREFIX.sub("", name)).lower()
 
 
-def _parse(text: str) -> list[tuple[str, float]]:
-    return [(s.name, s.value) for family in text_string_to_metric_families(text) for s in family.samples]
+TIP_BLOCK = "tipblock"
+HASH = re.compile(r"^[0-9a-fA-F]{64}$")
+
+Sample = tuple[str, dict[str, str], float]
 
 
-def _samples(text: str) -> list[tuple[str, float]]:
+def _parse(text: str) -> list[Sample]:
+    return [
+        (s.name, s.labels, s.value) for family in text_string_to_metric_families(text) for s in family.samples
+    ]
+
+
+def _samples(text: str) -> list[Sample]:
     try:
         return _parse(text)
     except ValueError:
         pass
     # One malformed line must not hide the others: parse line by line, skipping bad ones.
-    found: list[tuple[str, float]] = []
+    found: list[Sample] = []
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
@@ -68,8 +81,12 @@ def _samples(text: str) -> list[tuple[str, float]]:
 def parse_metrics(text: str, what: str = "metrics") -> TipSample:
     """Read the tip from a Prometheus text exposition; raise SourceError if it has none."""
     values: dict[str, float] = {}
-    for name, value in _samples(text):
-        values.setdefault(canonical(name), value)
+    tip_hash: str | None = None
+    for name, labels, value in _samples(text):
+        key = canonical(name)
+        values.setdefault(key, value)
+        if key == TIP_BLOCK and tip_hash is None and HASH.match(labels.get("hash", "")):
+            tip_hash = labels["hash"].lower()
     if not values:
         raise SourceError(f"{what} hold no Prometheus samples: {one_line(text, 80)!r}")
 
@@ -91,6 +108,7 @@ def parse_metrics(text: str, what: str = "metrics") -> TipSample:
         slot=required_count(slot, "slotNum"),
         block=count(first(BLOCK), "blockNum"),
         epoch=count(first(EPOCH), "epoch"),
+        hash=tip_hash,
         forging=None if forging is None else forging > 0,
         kes_periods_left=None if kes is None or not math.isfinite(kes) else int(kes),
         peers=count(first(PEERS), "peers"),

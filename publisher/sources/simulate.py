@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from publisher.chain import Chain
-from publisher.sources.base import TipSample
+from bpfailover.publisher.chain import Chain
+from bpfailover.publisher.sources.base import TipSample
 
 AVERAGE_BLOCK_GAP = 20.0  # slots
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import re
 
-from publisher.sources.base import SourceError, TipSample, count, one_line, required_count
+from bpfailover.publisher.sources.base import SourceError, TipSample, count, one_line, required_count
 
 _HEX = re.compile(r"^[0-9a-fA-F]{1,128}$")
 MAX_OUTPUT = 64 * 1024

@@ -7,9 +7,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from actuator.state import StateStore
+from bpfailover.actuator.state import StateStore
+from bpfailover.protocol.wire import RoleCommand
 from bpfailover.settings import ActuatorSettings
-from bpfailover.wire import RoleCommand
 
 PRODUCER_ENV = b'POOL_NAME="pool1"\n'
 RELAY_ENV = b'#POOL_NAME=""\n'

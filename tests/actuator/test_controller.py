@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from actuator.controller import MARK_WAIT, RoleController
-from actuator.methods import build_method
-from actuator.policy import CommandRejected, epoch_rule
-from actuator.state import StoredState
+from bpfailover.actuator.controller import MARK_WAIT, RoleController
+from bpfailover.actuator.methods import build_method
+from bpfailover.actuator.policy import CommandRejected, epoch_rule
+from bpfailover.actuator.state import StoredState
 from bpfailover.settings import ActuatorSettings
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command, running_sleeps
 
@@ -354,7 +354,7 @@ def test_a_fence_on_a_hung_disk_ends_in_time_with_stop_command(
     def hang(*_args: object, **_kwargs: object) -> None:
         release.wait(30)
 
-    monkeypatch.setattr("actuator.methods.env_swap.atomic_write", hang)
+    monkeypatch.setattr("bpfailover.actuator.methods.env_swap.atomic_write", hang)
     monkeypatch.setattr(controller.store, "save", hang)
     started = time.monotonic()
     try:

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from actuator.contact import ContactMemory
-from actuator.controller import RoleController
-from actuator.core import ActuatorCore, PublishState
-from actuator.methods import build_method
-from actuator.methods.base import demotion_bound
-from actuator.policy import Expected
-from actuator.state import StoredState
+from bpfailover.actuator.contact import ContactMemory
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.core import ActuatorCore, PublishState
+from bpfailover.actuator.methods import build_method
+from bpfailover.actuator.methods.base import demotion_bound
+from bpfailover.actuator.policy import Expected
+from bpfailover.actuator.state import StoredState
+from bpfailover.protocol.wire import NodeState
 from bpfailover.rejections import Rejections
-from bpfailover.wire import NodeState
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, command
 
 TOPIC = "bpfailover/pool1/role/bp1"

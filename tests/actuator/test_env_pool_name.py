@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actuator.methods import ApplyError, build_method, pool_name
+from bpfailover.actuator.methods import ApplyError, build_method, pool_name
 from bpfailover.settings import ActuatorSettings, ConfigError
 from tests.actuator.helpers import NodeFiles
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actuator.fence import FENCE_SLACK, FenceTimer, advertised_fence_after
+from bpfailover.actuator.fence import FenceTimer
+from bpfailover.protocol.fence import FENCE_SLACK, advertised_fence_after
 
 
 class Clock:

@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from actuator.fence import FENCE_SLACK
-from actuator.service import ActuatorService
-from actuator.state import StoredState
+from bpfailover.actuator.service import ActuatorService
+from bpfailover.actuator.state import StoredState
+from bpfailover.protocol.fence import FENCE_SLACK
 from bpfailover.settings import BpfConfig, load_config
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles
 

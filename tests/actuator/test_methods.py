@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from actuator.methods import ApplyError, build_method
-from actuator.methods.base import demotion_bound
+from bpfailover.actuator.methods import ApplyError, build_method
+from bpfailover.actuator.methods.base import demotion_bound
 from bpfailover.settings import ConfigError
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles, make_recorder, running_sleeps
 from tests.brokers import wait_for

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from actuator.policy import CommandRejected, Expected, check_command, epoch_rule, needs_apply
-from bpfailover.signing import generate_key, sign_command
+from bpfailover.actuator.policy import CommandRejected, Expected, check_command, epoch_rule, needs_apply
+from bpfailover.protocol.signing import generate_key, sign_command
 from tests.actuator.helpers import command
 
 TOPIC = "bpfailover/pool1/role/bp1"

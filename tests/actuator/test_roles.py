@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from actuator.controller import RoleController
-from actuator.methods import build_method
-from actuator.roles import ENDS, STARTS, IllegalMove, RoleState, end, role_state, start
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.methods import build_method
+from bpfailover.actuator.roles import ENDS, STARTS, IllegalMove, RoleState, end, role_state, start
 from tests.actuator.helpers import NodeFiles
 
 R = RoleState

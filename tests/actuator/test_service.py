@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-from actuator.service import ActuatorService
-from actuator.state import StoredState
-from actuator.watchdog import watchdog_restart_bound
+from bpfailover.actuator.service import ActuatorService
+from bpfailover.actuator.state import StoredState
+from bpfailover.actuator.watchdog import watchdog_restart_bound
+from bpfailover.protocol.signing import generate_key, load_signing_key, sign_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import NodeState
 from bpfailover.settings import load_config
-from bpfailover.signing import generate_key, load_signing_key, sign_command
-from bpfailover.topics import Topics
-from bpfailover.wire import NodeState
 from tests.actuator.helpers import PRODUCER_ENV, NodeFiles, command, make_node_files
 from tests.brokers import BrokerHandle, wait_for
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from actuator.atomic import atomic_move, atomic_write
-from actuator.methods import build_method
-from actuator.state import StateCorrupt, StateStore, StoredState
+from bpfailover.actuator.atomic import atomic_move, atomic_write
+from bpfailover.actuator.methods import build_method
+from bpfailover.actuator.state import StateCorrupt, StateStore, StoredState
 from tests.actuator.helpers import PRODUCER_ENV, RELAY_ENV, NodeFiles
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from actuator.watchdog import STARTUP_SLACK, Watchdog, watchdog_restart_bound
+from bpfailover.actuator.watchdog import STARTUP_SLACK, Watchdog, watchdog_restart_bound
 
 AF_UNIX_PATH_MAX = 107  # sun_path is 108 bytes with the terminating NUL
 

@@ -11,10 +11,10 @@ from collections.abc import Iterator
 import pytest
 
 from bpfailover.link import BrokerRefused, Incoming, LinkError, LinkEvent, MqttLink, PublishError
+from bpfailover.protocol.signing import SignatureError, generate_key, sign_command, verify_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import PayloadRejected, RoleCommand, TipReport, decode
 from bpfailover.rejections import Rejections
-from bpfailover.signing import SignatureError, generate_key, sign_command, verify_command
-from bpfailover.topics import Topics
-from bpfailover.wire import PayloadRejected, RoleCommand, TipReport, decode
 from tests.brokers import wait_for
 
 pytestmark = pytest.mark.broker
@@ -359,8 +359,8 @@ def test_extra_connections_of_one_service_get_distinct_client_ids(broker, links)
 
 
 def test_subscriptions_are_cut_into_batches_that_fit_the_brokers_packet_limit() -> None:
+    from bpfailover.broker.mosquitto import MAX_PACKET_SIZE
     from bpfailover.link import SUBSCRIBE_BYTES, subscribe_batches
-    from broker.mosquitto import MAX_PACKET_SIZE
 
     topics = [f"bpfailover/pool{i:04d}/{kind}/+" for i in range(1000) for kind in ("tip", "state", "role")]
     batches = subscribe_batches(topics)

@@ -106,7 +106,7 @@ def test_config_check_fails_on_invalid_file(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.fixture
 def bundle(tmp_path: Path) -> Path:
-    from broker.bundle import write_bundle
+    from bpfailover.broker.bundle import write_bundle
 
     write_bundle(tmp_path / "b", pool="pool1", nodes=["bp1", "bp2"], broker_port=18883)
     return tmp_path / "b"
@@ -217,7 +217,7 @@ def test_an_invalid_webhook_url_is_a_one_line_config_error_that_does_not_quote_i
 
 
 def test_the_decider_refuses_an_invalid_webhook_url_without_quoting_it(bundle: Path) -> None:
-    from decider.service import DeciderService
+    from bpfailover.decider.service import DeciderService
 
     config = load_config(bundle / "decider.toml")
     # model_copy skips validation: the decider's own check is the last line of defence

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bpfailover.signing import (
+from bpfailover.protocol.signing import (
     KeyLoadError,
     SignatureError,
     canonical_json,
@@ -15,7 +15,7 @@ from bpfailover.signing import (
     sign_command,
     verify_command,
 )
-from bpfailover.wire import RoleCommand
+from bpfailover.protocol.wire import RoleCommand
 
 
 def command(**over: object) -> RoleCommand:

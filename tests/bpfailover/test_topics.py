@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from bpfailover.topics import Topic, TopicError, Topics, check_id
+from bpfailover.protocol.topics import Topic, TopicError, Topics, check_id
 
 
 def test_builders_follow_the_layout() -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bpfailover.wire import (
+from bpfailover.protocol.wire import (
     MAX_PAYLOAD,
     ControlRequest,
     DecisionEvent,

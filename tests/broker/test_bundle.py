@@ -18,13 +18,13 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
+from bpfailover.broker.bundle import current_user, write_bundle
+from bpfailover.broker.mosquitto import MAX_PACKET_SIZE
+from bpfailover.broker.passwd import check_password, hash_password
 from bpfailover.cli import main
+from bpfailover.protocol.signing import load_signing_key, load_verify_key, public_key_b64
+from bpfailover.protocol.wire import MAX_PAYLOAD
 from bpfailover.settings import load_config, read_toml
-from bpfailover.signing import load_signing_key, load_verify_key, public_key_b64
-from bpfailover.wire import MAX_PAYLOAD
-from broker.bundle import current_user, write_bundle
-from broker.mosquitto import MAX_PACKET_SIZE
-from broker.passwd import check_password, hash_password
 from tests.brokers import BrokerHandle, wait_for
 
 NODES = ["bp1", "bp2", "bp3"]

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from decider.pool import PoolMachine
+from bpfailover.decider.pool import PoolMachine
 
 
 @pytest.fixture(autouse=True)

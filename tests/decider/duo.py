@@ -8,10 +8,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from bpfailover.wire import DeciderStatus
-from decider.actions import Action, PublishEvent, PublishPresence, PublishRole, PublishStatus
-from decider.core import Decider
-from decider.model import Now, PoolView
+from bpfailover.decider.actions import Action, PublishEvent, PublishPresence, PublishRole, PublishStatus
+from bpfailover.decider.core import Decider
+from bpfailover.decider.model import Now, PoolView
+from bpfailover.protocol.wire import DeciderStatus
 from tests.decider.sim import KEEPALIVE, POOL, Sim
 
 _instances = itertools.count(1)

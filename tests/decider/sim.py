@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from bpfailover.settings import DeciderSettings, PoolSpec
-from bpfailover.wire import (
+from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from bpfailover.decider.core import Decider
+from bpfailover.decider.model import Now
+from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,
     DecisionEvent,
@@ -22,9 +24,7 @@ from bpfailover.wire import (
     RoleCommand,
     TipReport,
 )
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
-from decider.core import Decider
-from decider.model import Now
+from bpfailover.settings import DeciderSettings, PoolSpec
 
 POOL = "pool1"
 KEEPALIVE = 5.0
@@ -84,6 +84,16 @@ class Actuator:
     # actuator with ``start_timeout`` says so in its state (NodeState.starting_since) meanwhile.
     start_timeout: float | None = None
     starting_since: float | None = None
+    # What it sees its node do (NodeState.forging): None unknown. ``forging_stuck`` makes the node
+    # forge (True) or not (False) whatever its role, as a real node can disagree with its files.
+    observes: bool = False
+    forging_stuck: bool | None = None
+
+    @property
+    def forging(self) -> bool | None:
+        if self.forging_stuck is not None:
+            return self.forging_stuck
+        return self.role == "producer" if self.observes else None
 
     def state(self, now: Now, *, online: bool = True) -> NodeState:
         return NodeState(
@@ -104,6 +114,7 @@ class Actuator:
             stopped=self.stopped and not online,
             starting_since=self.starting_since if online else None,
             start_timeout=self.start_timeout if online and self.starting_since is not None else None,
+            forging=self.forging if online and self.observes else None,
         )
 
     def apply(self, cmd: RoleCommand) -> None:
@@ -244,7 +255,8 @@ class Sim:
         self._check_overlap()
 
     def _check_overlap(self) -> None:
-        producing = [a.name for a in self.actuators.values() if a.role == "producer"]
+        acts = self.actuators.values()
+        producing = [a.name for a in acts if a.forging or (a.role == "producer" and a.forging is None)]
         if len(producing) > 1:
             self.overlaps.append((self.clock.mono, producing))
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from bpfailover.signing import generate_key, key_id, sign
-from bpfailover.wire import ControlRequest
-from decider.control_gate import CONTROL_MAX_AGE, ControlGate
+from bpfailover.decider.control_gate import CONTROL_MAX_AGE, ControlGate
+from bpfailover.protocol.signing import generate_key, key_id, sign
+from bpfailover.protocol.wire import ControlRequest
 
 NOW = 1_800_000_000.0
 KEY = generate_key()

@@ -1,4 +1,4 @@
-"""Two deciders for one pool (``decider.peers``): the standby defers while the active one is
+"""Two deciders for one pool (``bpfailover.decider.peers``): the standby defers while the active one is
 alive, takes over after its Will and takeover_delay, hands back without a duel; a second process
 with the same decider id is refused."""
 
@@ -132,8 +132,8 @@ def test_two_deciders_with_the_same_id_both_active_leave_exactly_one() -> None:
 def test_a_takeover_delay_of_zero_is_refused() -> None:
     import pytest
 
+    from bpfailover.decider.invariants import check_invariants
     from bpfailover.settings import ConfigError, DeciderSettings
-    from decider.invariants import check_invariants
 
     with pytest.raises(ConfigError, match=r"decider.takeover_delay \(0s\) must be greater than 0"):
         check_invariants(DeciderSettings(standby=True, takeover_delay=0), keepalive=30)

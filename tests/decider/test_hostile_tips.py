@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from decider.actions import Reject
-from decider.rule import why_not
+from bpfailover.decider.actions import Reject
+from bpfailover.decider.rule import why_not
 from tests.decider.sim import POOL, Sim
 
 

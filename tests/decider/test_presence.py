@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from bpfailover.wire import DeciderStatus, Transition
-from decider import service
+from bpfailover.decider import service
+from bpfailover.protocol.wire import DeciderStatus, Transition
 from tests.brokers import wait_for
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from decider import rule
+from bpfailover.decider import rule
 from tests.decider.sim import POOL, Sim
 
 RESTART = 30.0
@@ -112,3 +112,21 @@ def test_a_standby_restarting_after_its_demotion_raises_no_standby_alarm_until_i
     assert not [e for e in sim.events if e.kind == "no_healthy_standby"]
     sim.run(60)
     assert [e for e in sim.events if e.kind == "no_healthy_standby"]
+
+
+def test_a_young_tip_from_before_the_restart_does_not_end_the_wait() -> None:
+    """A node that answers with the chain it had (its old tip, still younger than stale_after)
+    is not up yet: only a block made after the restart ends the wait."""
+    sim = flapping_pool(start_timeout=120.0)
+    sim.restart_time = 0.01  # it answers at once ...
+    sim.publishers["bp2"].chain = "stalled"  # ... with the tip it had before the restart
+    sim.control("switchover", to="bp2")
+    sim.run(60)  # 3 x stale_after: bp2's old tip went stale long ago
+    view = sim.decider.view(POOL)
+    assert producers(sim) == ["bp1", "bp2"]  # waited for, not failed over back to bp1
+    start = view.nodes["bp2"].start
+    assert start is not None and not start.up and view.nodes["bp2"].starting(sim.now)
+    sim.publishers["bp2"].chain = "live"  # the replay is over: new blocks
+    sim.run(10)
+    assert start.up and not view.nodes["bp2"].starting(sim.now)
+    assert producers(sim) == ["bp1", "bp2"]

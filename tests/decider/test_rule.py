@@ -7,10 +7,10 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 
-from bpfailover import status
-from bpfailover.topics import Topics
-from decider.emit import node_inputs
-from decider.metrics import DeciderMetrics
+from bpfailover.cli import status
+from bpfailover.decider.emit import node_inputs
+from bpfailover.decider.metrics import DeciderMetrics
+from bpfailover.protocol.topics import Topics
 from tests.decider.sim import KEEPALIVE, WALL0, Sim
 
 

@@ -6,9 +6,9 @@ import math
 
 import pytest
 
+from bpfailover.decider.invariants import check_invariants
+from bpfailover.protocol.wire import NodeState
 from bpfailover.settings import ConfigError, DeciderSettings
-from bpfailover.wire import NodeState
-from decider.invariants import check_invariants
 from tests.decider.sim import KEEPALIVE, POOL, WALL0, Sim
 
 

@@ -22,12 +22,19 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from bpfailover.decider.model import Now
+from bpfailover.decider.service import DeciderService
 from bpfailover.link import Incoming, MqttLink
 from bpfailover.logs import LOG_FORMAT, EscapingFormatter
-from bpfailover.settings import BpfConfig, DeciderSettings, load_config
-from bpfailover.signing import SignatureError, load_signing_key, load_verify_key, sign, verify_command
-from bpfailover.topics import Topics
-from bpfailover.wire import (
+from bpfailover.protocol.signing import (
+    SignatureError,
+    load_signing_key,
+    load_verify_key,
+    sign,
+    verify_command,
+)
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,
     DecisionEvent,
@@ -36,8 +43,7 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
-from decider.model import Now
-from decider.service import DeciderService
+from bpfailover.settings import BpfConfig, DeciderSettings, load_config
 from tests.brokers import BrokerHandle, wait_for
 
 pytestmark = pytest.mark.broker
@@ -78,6 +84,7 @@ class FakeNode:
         self.role, self.epoch = "relay", 0
         self.command: RoleCommand | None = None  # the signed command behind its epoch
         self.stalled_at: float | None = None
+        self.kes_periods_left: int | None = None  # reported in its tips when set
         self.received: list[RoleCommand] = []
         self.link = MqttLink(
             broker.mqtt_settings(f"{name}-actuator"),
@@ -124,6 +131,7 @@ class FakeNode:
             sent_at=now,
             ok=True,
             tip_time=tip_time,
+            kes_periods_left=self.kes_periods_left,
         )
         self.tip_link.publish(self.topics.tip(self.pool, self.name), report.to_json(), retain=True)
 
@@ -541,7 +549,7 @@ def test_forged_and_unsigned_role_commands_do_not_steer_the_decider(
     start_decider: Callable[..., Running],
     nodes: Callable[..., FakeNode],
 ) -> None:
-    from bpfailover.signing import generate_key, sign_command
+    from bpfailover.protocol.signing import generate_key, sign_command
 
     topics = Topics(clean.prefix)
     forged = RoleCommand(

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from decider.model import Now
-from decider.pool import PoolMachine, Settled
+from bpfailover.decider.model import Now
+from bpfailover.decider.pool import PoolMachine, Settled
 from tests.decider.sim import Sim
 
 

@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 from bpfailover.link import Incoming, MqttLink
+from bpfailover.protocol.signing import load_signing_key, sign_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import DecisionEvent, NodeState, RoleCommand, TipReport
 from bpfailover.settings import PoolNode, PoolSpec
-from bpfailover.signing import load_signing_key, sign_command
-from bpfailover.topics import Topics
-from bpfailover.wire import DecisionEvent, NodeState, RoleCommand, TipReport
 from tests.brokers import BrokerHandle, wait_for
 from tests.decider.test_service import Running, decider_config
 
@@ -96,7 +96,7 @@ def test_a_grace_shorter_than_the_retained_read_recovers_every_pool_as_retained(
     collector = threading.Thread(target=collect, daemon=True)
     collector.start()
     wait_for(watcher.subscribed.is_set, 10, "the watcher's subscriptions")
-    from decider.service import DeciderService
+    from bpfailover.decider.service import DeciderService
 
     running = Running(DeciderService(config))
     try:

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from bpfailover.wire import RoleCommand
+from bpfailover.protocol.wire import RoleCommand
 from tests.decider.sim import KEEPALIVE, Sim
 
 NODES = ("bp1", "bp2", "bp3")

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from decider.actions import PublishRole
-from decider.core import STALE_MARGIN, Decider
+from bpfailover.decider.actions import PublishRole
+from bpfailover.decider.core import STALE_MARGIN, Decider
 from tests.decider.sim import KEEPALIVE, POOL, Sim
 
 
@@ -81,9 +81,9 @@ def test_the_grace_still_holds_when_the_read_completes_first() -> None:
 
 
 def test_pools_recovered_together_republish_their_status_spread_over_the_interval() -> None:
+    from bpfailover.decider.actions import PublishStatus
+    from bpfailover.decider.model import Now
     from bpfailover.settings import DeciderSettings, PoolNode, PoolSpec
-    from decider.actions import PublishStatus
-    from decider.model import Now
 
     interval = 30.0
     settings = DeciderSettings(startup_grace=1.0, status_interval=interval)
@@ -108,8 +108,8 @@ def test_the_serve_loop_is_not_woken_for_stale_producers_while_nothing_may_be_de
     """A due instant that passed while the link is down must not make the loop spin."""
     import time
 
+    from bpfailover.decider.service import DeciderService, wall_and_mono
     from bpfailover.settings import BpfConfig, DeciderSettings, PoolNode, PoolSpec
-    from decider.service import DeciderService, wall_and_mono
 
     pools = [PoolSpec(id="p1", nodes=[PoolNode(name="a"), PoolNode(name="b")])]
     service = DeciderService(BpfConfig(decider=DeciderSettings(startup_grace=0.0), pools=pools))
@@ -127,7 +127,7 @@ def test_the_serve_loop_is_not_woken_for_stale_producers_while_nothing_may_be_de
 
 
 def test_the_retained_read_ends_at_the_first_live_message_or_a_quiet_spell() -> None:
-    from decider.retained import RetainedRead
+    from bpfailover.decider.retained import RetainedRead
 
     read = RetainedRead(quiet=2.0)
     assert read.over(False, 10.0) is None, "before the SUBACKs nothing counts, live or not"

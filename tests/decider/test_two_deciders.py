@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfailover.wire import DeciderStatus
+from bpfailover.protocol.wire import DeciderStatus
 from tests.brokers import BrokerHandle, wait_for
 from tests.decider.test_service import FAST, FakeNode, Observer, clean, nodes, observer  # noqa: F401
 

@@ -34,8 +34,8 @@ from typing import Any, TypeVar
 import paho.mqtt.client as paho
 from pydantic import ValidationError
 
-from bpfailover.topics import TopicError, Topics
-from bpfailover.wire import DeciderStatus, DecisionEvent, NodeState, RoleCommand, TipReport
+from bpfailover.protocol.topics import TopicError, Topics
+from bpfailover.protocol.wire import DeciderStatus, DecisionEvent, NodeState, RoleCommand, TipReport
 from tests.faults import clients
 
 log = logging.getLogger("tests.faults.checker")

@@ -27,10 +27,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from bpfailover.protocol.signing import load_signing_key, sign_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import NodeState, RoleCommand, TipReport
 from bpfailover.settings import load_config
-from bpfailover.signing import load_signing_key, sign_command
-from bpfailover.topics import Topics
-from bpfailover.wire import NodeState, RoleCommand, TipReport
 from tests.brokers import BrokerHandle, MosquittoProcess
 from tests.faults.checker import NodeFiles, SplitBrainChecker
 from tests.faults.inject import Injector
@@ -261,6 +261,10 @@ class Cluster:
             files = NodeFiles(name, a.env_file, a.producer_env.read_bytes(), a.relay_env.read_bytes())
             proxy = FaultProxy(broker.host, broker.port, name=name)
             self.nodes[name] = NodeSetup(name, publisher, actuator, proxy, files, stall_file)
+
+    def set_node_env(self, name: str, **env: str) -> None:
+        """Extra ``BPF_*`` variables for ``name``'s processes; call before ``start``."""
+        self._node_env.setdefault(name, {}).update(env)
 
     # --- start / stop ---------------------------------------------------------------------------
 

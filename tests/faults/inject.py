@@ -31,9 +31,9 @@ from pathlib import Path
 
 import paho.mqtt.client as paho
 
-from bpfailover.signing import generate_key, sign_command
-from bpfailover.topics import Topics
-from bpfailover.wire import RoleCommand, TipReport
+from bpfailover.protocol.signing import generate_key, sign_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import RoleCommand, TipReport
 from tests.faults import clients
 
 KINDS = ("malformed", "schema", "mismatch", "oversized", "unsigned", "forged", "replayed")

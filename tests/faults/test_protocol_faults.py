@@ -15,9 +15,9 @@ import time
 
 import pytest
 
-from actuator.atomic import atomic_write
-from actuator.fence import advertised_fence_after
-from bpfailover.wire import DecisionEvent, NodeState, RoleCommand
+from bpfailover.actuator.atomic import atomic_write
+from bpfailover.protocol.fence import advertised_fence_after
+from bpfailover.protocol.wire import DecisionEvent, NodeState, RoleCommand
 from tests.brokers import MosquittoProcess
 from tests.faults.conftest import ClusterFactory
 from tests.faults.harness import Cluster

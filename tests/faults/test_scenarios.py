@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from bpfailover.wire import NodeState
+from bpfailover.protocol.wire import NodeState
 from tests.faults.conftest import ClusterFactory
 from tests.faults.harness import Cluster, Timings
 

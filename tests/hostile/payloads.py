@@ -17,9 +17,9 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import strategies as st
 
-from bpfailover.signing import sign
-from bpfailover.topics import Topics
-from bpfailover.wire import MAX_PAYLOAD, ControlRequest, DeciderStatus, RoleCommand
+from bpfailover.protocol.signing import sign
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import MAX_PAYLOAD, ControlRequest, DeciderStatus, RoleCommand
 from tests.hostile.world import Raw, dumps
 
 HUGE_INT = Raw("1" + "0" * 4300)  # 4,301 digits: past Python's int/str conversion limit

@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.client import topic_matches_sub
 
-from bpfailover.signing import SignatureError, generate_key, load_signing_key, sign, verify
-from bpfailover.wire import (
+from bpfailover.protocol.signing import SignatureError, generate_key, load_signing_key, sign, verify
+from bpfailover.protocol.wire import (
     ControlRequest,
     DeciderStatus,
     NodeState,
@@ -139,7 +139,7 @@ def credential_ids() -> list[str]:
     import tempfile
     from pathlib import Path
 
-    from broker.bundle import write_bundle
+    from bpfailover.broker.bundle import write_bundle
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "b"
@@ -265,7 +265,7 @@ def test_a_producer_sending_invalid_and_future_tips_is_still_failed_over(world: 
 
 
 def _answer(world: World, request_id: str, since: int) -> Any:
-    from bpfailover.wire import DecisionEvent
+    from bpfailover.protocol.wire import DecisionEvent
 
     def find() -> Any:
         for topic, payload in world.observer.seen[since:]:

@@ -25,13 +25,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
+from bpfailover.decider.model import Now
+from bpfailover.decider.service import DeciderService
 from bpfailover.link import Incoming, MqttLink
+from bpfailover.protocol.signing import SignatureError, load_verify_key, verify_command
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import NodeState, PayloadRejected, RoleCommand, TipReport, decode
 from bpfailover.settings import BpfConfig, DeciderSettings, load_config
-from bpfailover.signing import SignatureError, load_verify_key, verify_command
-from bpfailover.topics import Topics
-from bpfailover.wire import NodeState, PayloadRejected, RoleCommand, TipReport, decode
-from decider.model import Now
-from decider.service import DeciderService
 from tests.actuator.helpers import NodeFiles
 from tests.actuator.test_service import ActuatorProcess, overrides
 from tests.brokers import ADMIN_USER, BrokerHandle, wait_for

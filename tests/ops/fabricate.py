@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from bpfailover.wire import DeciderStatus, DecisionEvent, NodeInputs, NodeState, RoleCommand, TipReport
+from bpfailover.protocol.wire import (
+    DeciderStatus,
+    DecisionEvent,
+    NodeInputs,
+    NodeState,
+    RoleCommand,
+    TipReport,
+)
 
 SLOT_OFFSET = 1591566291.0  # mainnet: tip_time = offset + slot
 

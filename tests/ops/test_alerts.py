@@ -10,8 +10,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from bpfailover.wire import DecisionEvent
-from decider.alerts import ALERT_KINDS, DeliveryError, KesWatch, WebhookAlerts, from_settings, summary
+from bpfailover.decider.alerts import (
+    ALERT_KINDS,
+    DeliveryError,
+    KesWatch,
+    WebhookAlerts,
+    from_settings,
+    summary,
+)
+from bpfailover.protocol.wire import DecisionEvent
 from tests.brokers import free_port, wait_for
 
 NOW = 1_750_000_000.0

@@ -11,7 +11,7 @@ from bpfailover.cli import main
 
 @pytest.fixture
 def operator_toml(tmp_path: Path) -> Path:
-    from broker.bundle import write_bundle
+    from bpfailover.broker.bundle import write_bundle
 
     write_bundle(tmp_path / "b", pool="pool1", nodes=["bp1", "bp2"], broker_port=18883)
     return tmp_path / "b" / "operator.toml"

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 import yaml
 
+from bpfailover.broker.bundle import write_bundle
 from bpfailover.cli import build_parser
 from bpfailover.settings import load_config
-from broker.bundle import write_bundle
 from tests.brokers import DOCKER_BASE, DOCKER_BASE_ENV, DOCKER_CONTEXT, DOCKER_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -137,7 +137,7 @@ def test_each_service_config_and_environment_load_against_a_real_bundle(
 def test_timings_satisfy_the_decider_invariants(
     compose: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from decider.invariants import check_invariants
+    from bpfailover.decider.invariants import check_invariants
 
     write_bundle(tmp_path, pool="pool1", nodes=["bp1", "bp2"], broker_host="mosquitto")
     services = compose["services"]
@@ -146,7 +146,7 @@ def test_timings_satisfy_the_decider_invariants(
     config = load_config(tmp_path / "decider.toml")
     node = services["bp1-actuator"]["environment"]
     assert node["BPF_MQTT__KEEPALIVE"] == services["decider"]["environment"]["BPF_MQTT__KEEPALIVE"]
-    from actuator.fence import advertised_for
+    from bpfailover.protocol.fence import advertised_for
 
     for key, value in node.items():
         monkeypatch.setenv(key, str(value))

@@ -15,8 +15,8 @@ import pytest
 
 from bpfailover.cli import main
 from bpfailover.link import Incoming, MqttLink
-from bpfailover.topics import Topics
-from bpfailover.wire import ControlRequest, DecisionEvent, decode
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import ControlRequest, DecisionEvent, decode
 from tests.brokers import BrokerHandle
 
 pytestmark = pytest.mark.broker

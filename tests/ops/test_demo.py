@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from bpfailover import demo
+from bpfailover.cli import demo
 from tests.brokers import find_mosquitto
 
 needs_mosquitto = pytest.mark.skipif(find_mosquitto() is None, reason="mosquitto not installed")
@@ -110,8 +110,8 @@ def test_missing_mosquitto_is_one_clear_message_and_exit_2(
 
 
 def test_demo_timings_respect_the_decider_invariants(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bpfailover.decider.invariants import check_invariants
     from bpfailover.settings import DeciderSettings
-    from decider.invariants import check_invariants
 
     t = demo.TIMINGS
     settings = DeciderSettings(
@@ -123,9 +123,9 @@ def test_demo_timings_respect_the_decider_invariants(tmp_path: Path, monkeypatch
         fence_margin=float(t["BPF_DECIDER__FENCE_MARGIN"]),
         apply_timeout=float(t["BPF_DECIDER__APPLY_TIMEOUT"]),
     )
-    from actuator.fence import advertised_for
+    from bpfailover.broker.bundle import write_bundle
+    from bpfailover.protocol.fence import advertised_for
     from bpfailover.settings import load_config
-    from broker.bundle import write_bundle
 
     # What the demo's actuators advertise: their bundle config with the demo's timings.
     write_bundle(tmp_path / "b", pool=demo.POOL, nodes=list(demo.NODES), broker_port=18883)

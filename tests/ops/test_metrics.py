@@ -9,9 +9,9 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from bpfailover.decider.metrics import DeciderMetrics
+from bpfailover.protocol.wire import DecisionEvent, NodeInputs
 from bpfailover.rejections import Rejections
-from bpfailover.wire import DecisionEvent, NodeInputs
-from decider.metrics import DeciderMetrics
 
 
 @pytest.fixture
@@ -91,8 +91,8 @@ def test_two_instances_have_separate_registries() -> None:
 
 
 def test_observe_view_reads_the_decider_core_view(metrics: DeciderMetrics) -> None:
+    from bpfailover.decider.model import Context, NodeView, Now, PoolView
     from bpfailover.settings import DeciderSettings
-    from decider.model import Context, NodeView, Now, PoolView
     from tests.ops import fabricate as fab
 
     now = Now(mono=100.0, wall=1_750_000_000.0)
@@ -123,3 +123,43 @@ def test_observe_view_reads_the_decider_core_view(metrics: DeciderMetrics) -> No
     assert get("bpfailover_node_kes_periods_left", {"pool": "pool1", "node": "bp1"}) == 12
     assert get("bpfailover_pool_epoch", {"pool": "pool1"}) == 3
     assert get("bpfailover_pool_frozen", {"pool": "pool1"}) == 1
+    assert get("bpfailover_node_epoch", {"pool": "pool1", "node": "bp1"}) == 3
+    assert get("bpfailover_node_epoch", {"pool": "pool1", "node": "bp2"}) == 0
+    assert get("bpfailover_pool_stale_after_seconds", {"pool": "pool1"}) == 300
+
+
+def test_a_pools_counters_start_at_zero_with_its_view(metrics: DeciderMetrics) -> None:
+    from bpfailover.decider.model import Context, NodeView, Now, PoolView
+    from bpfailover.settings import DeciderSettings
+
+    get = metrics.registry.get_sample_value
+    assert get("bpfailover_failovers_total", {"pool": "pool1", "kind": "failover"}) is None
+    view = PoolView(
+        id="pool1",
+        nodes={"bp1": NodeView("bp1", 100), "bp2": NodeView("bp2", 90)},
+        initial_producer="bp1",
+        dry_run=False,
+    )
+    metrics.observe_view(view, Context(DeciderSettings(stale_after=120), "d1", 30.0), Now(1.0, 1e9))
+    for kind in ("failover", "switchover"):
+        assert get("bpfailover_failovers_total", {"pool": "pool1", "kind": kind}) == 0
+    for node in ("bp1", "bp2"):
+        assert get("bpfailover_fenced_total", {"pool": "pool1", "node": node}) == 0
+    assert get("bpfailover_pool_stale_after_seconds", {"pool": "pool1"}) == 120
+    metrics.count_change("pool1", "failover")
+    metrics.observe_view(view, Context(DeciderSettings(stale_after=120), "d1", 30.0), Now(2.0, 1e9 + 1))
+    assert get("bpfailover_failovers_total", {"pool": "pool1", "kind": "failover"}) == 1, "not reset"
+
+
+def test_fencing_events_are_counted_for_the_fenced_node(metrics: DeciderMetrics) -> None:
+    # the node reports it demoted itself; the decider counts the old producer certainly fenced
+    metrics.observe_event(DecisionEvent(pool="p", at=1.0, kind="fenced", to="bp1", epoch=3))
+    metrics.observe_event(DecisionEvent(pool="p", at=2.0, kind="fenced", from_="bp1", to="bp2", epoch=4))
+    metrics.observe_event(DecisionEvent(pool="p", at=3.0, kind="failover", from_="bp1", to="bp2", epoch=4))
+    dry = DecisionEvent(pool="p", at=4.0, kind="fenced", from_="bp2", to="bp1", epoch=5, dry_run=True)
+    metrics.observe_event(dry)  # a dry-run transition's conclusion: nothing was fenced
+    get = metrics.registry.get_sample_value
+    assert get("bpfailover_fenced_total", {"pool": "p", "node": "bp1"}) == 2
+    assert get("bpfailover_fenced_total", {"pool": "p", "node": "bp2"}) is None
+    metrics.observe_event(DecisionEvent(pool="p", at=5.0, kind="fenced", to="bp2", epoch=5, dry_run=True))
+    assert get("bpfailover_fenced_total", {"pool": "p", "node": "bp2"}) == 1, "its own report counts"

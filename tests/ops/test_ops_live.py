@@ -21,9 +21,8 @@ from typing import Any
 
 import pytest
 
-from bpfailover import demo
-from bpfailover.cli import main
-from bpfailover.ops import run_status
+from bpfailover.cli import demo, main
+from bpfailover.cli.ops import run_status
 from bpfailover.settings import load_config
 from tests.brokers import BrokerHandle, wait_for
 
@@ -79,7 +78,7 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture(scope="module")
 def live(ops_broker: BrokerHandle, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LivePool]:
-    pytest.importorskip("decider.service", reason="the decider service is not in the tree yet")
+    pytest.importorskip("bpfailover.decider.service", reason="the decider service is not in the tree yet")
     ops_broker.clear_retained()
     logs = tmp_path_factory.mktemp("ops-live-logs")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BPF_")}

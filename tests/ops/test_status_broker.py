@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bpfailover.cli import main
-from bpfailover.topics import Topics
+from bpfailover.protocol.topics import Topics
 from tests.brokers import BrokerHandle, free_port, wait_for
 from tests.ops import fabricate as fab
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from bpfailover import status as st
-from bpfailover.topics import Topics
+from bpfailover.cli import status as st
+from bpfailover.protocol.topics import Topics
 from tests.ops import fabricate as fab
 
 NOW = 1_750_000_000.0
@@ -235,3 +235,18 @@ def test_an_old_decider_status_without_the_new_fields_still_parses() -> None:
     old = b'{"v":1,"pool":"pool1","decider":"d1","online":true,"epoch":3,"updated_at":1.0}'
     status = st.DeciderStatus.model_validate_json(old)
     assert status.instance is None and status.mode is None and status.changes == []
+
+
+def test_a_producer_seen_not_forging_and_a_relay_seen_forging_are_producer_problems() -> None:
+    collector = healthy_pool()
+    idle = fab.state(POOL, "bp1", NOW, role="producer", epoch=3).model_copy(update={"forging": False})
+    feed(collector, "state", idle, "bp1")
+    rogue = fab.state(POOL, "bp2", NOW, role="relay", epoch=3).model_copy(update={"forging": True})
+    feed(collector, "state", rogue, "bp2")
+    report = st.assess(collector.view, NOW)
+    assert report.code == st.EXIT_NO_PRODUCER
+    assert "producer bp1 is seen not forging (its actuator re-applies it)" in report.problems
+    assert "bp2 is seen forging but does not apply producer" in report.problems
+    table = st.render_table(report)
+    assert "producer@3 NOT FORGING" in table and "relay@3 FORGING" in table
+    assert json.loads(st.to_json([report]))["pools"][0]["nodes"][1]["forging"] is True

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from actuator.fence import effective_fence_after
-from actuator.service import TICK
-from actuator.watchdog import UNIT_RESTART_SEC, UNIT_TIMEOUT_ABORT_SEC, watchdog_restart_bound
+from bpfailover.actuator.service import TICK
+from bpfailover.actuator.watchdog import UNIT_RESTART_SEC, UNIT_TIMEOUT_ABORT_SEC, watchdog_restart_bound
 from bpfailover.cli import build_parser
 from bpfailover.durations import parse_duration
+from bpfailover.protocol.fence import effective_fence_after
 from bpfailover.settings import ActuatorSettings, MqttSettings
 
 UNITS = Path(__file__).resolve().parents[2] / "deploy" / "systemd"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from bpfailover.publisher.chain import MAINNET, PREPROD, PREVIEW, chain_for
 from bpfailover.settings import ConfigError, PublisherSettings
-from publisher.chain import MAINNET, PREPROD, PREVIEW, chain_for
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

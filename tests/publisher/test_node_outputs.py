@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from bpfailover.protocol.wire import TipReport
+from bpfailover.publisher.chain import chain_for
+from bpfailover.publisher.report import TipReporter
+from bpfailover.publisher.sources.base import SourceError
+from bpfailover.publisher.sources.cardano_cli import parse_cli_tip
+from bpfailover.publisher.sources.prometheus import parse_metrics
 from bpfailover.settings import PublisherSettings
-from bpfailover.wire import TipReport
-from publisher.chain import chain_for
-from publisher.report import TipReporter
-from publisher.sources.base import SourceError
-from publisher.sources.cardano_cli import parse_cli_tip
-from publisher.sources.prometheus import parse_metrics
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -64,3 +64,28 @@ def test_a_node_replaying_its_ledger_is_reported_starting() -> None:
     assert (report.ok, report.node_status) == (False, "starting")
     assert TipReport.model_validate_json(report.to_json()).node_status == "starting"
 
+
+
+def test_the_tip_block_hash_label_of_nodes_10_5_is_the_reports_hash() -> None:
+    sample = parse_metrics(fixture_text("metrics_new_tracing_tipblock_10.5.prom"))
+    assert (sample.slot, sample.block, sample.epoch) == (90754380, 3590825, 1050)
+    assert sample.hash == "3a4e1a81f69c4772a86b1ac643f25cca7a43fdb450a07adff45c864a246546af"
+    assert sample.forging is False
+
+
+def test_a_tip_block_label_that_is_not_a_hash_is_ignored() -> None:
+    text = 'cardano_node_metrics_slotNum_int 5\ncardano_node_metrics_tipBlock{hash="<script>"} 1\n'
+    assert parse_metrics(text).hash is None
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.glob("*.prom")))
+def test_every_exposition_fixture_names_its_source_or_is_listed_and_parses(name: str) -> None:
+    text = (FIXTURES / name).read_text()
+    listed = f"`{name}`" in (FIXTURES / "README.md").read_text()
+    assert text.startswith("# fixture source: ") or listed
+    try:
+        sample = parse_metrics(text)
+    except SourceError as exc:  # a node that has no tip yet says why
+        assert exc.status == "starting" or "slotNum" in str(exc)
+    else:
+        assert sample.slot > 0

@@ -5,11 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from bpfailover.wire import TipReport, decode
-from publisher.chain import MAINNET, PREVIEW
-from publisher.report import TipReporter
-from publisher.sources.base import SourceError, TipSample
-from publisher.sources.tipjson import parse_tip_json
+from bpfailover.protocol.wire import TipReport, decode
+from bpfailover.publisher.chain import MAINNET, PREVIEW
+from bpfailover.publisher.report import TipReporter
+from bpfailover.publisher.sources.base import SourceError, TipSample
+from bpfailover.publisher.sources.tipjson import parse_tip_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 NOW = 1_757_410_400.0  # 20 s after the fixture's tip (preview slot 90,754,380)

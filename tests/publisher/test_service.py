@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from bpfailover.link import Incoming, MqttLink, make_client_id
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import TipReport, decode
+from bpfailover.publisher.chain import MAINNET, PREVIEW
+from bpfailover.publisher.service import Publisher
+from bpfailover.publisher.sources import SourceError
 from bpfailover.settings import load_config
-from bpfailover.topics import Topics
-from bpfailover.wire import TipReport, decode
-from publisher.chain import MAINNET, PREVIEW
-from publisher.service import Publisher
-from publisher.sources import SourceError
 from tests.brokers import BrokerHandle, wait_for
 
 FIXTURES = Path(__file__).parent / "fixtures"

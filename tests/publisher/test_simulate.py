@@ -5,8 +5,8 @@ from __future__ import annotations
 import itertools
 import statistics
 
-from publisher.chain import MAINNET, PREVIEW
-from publisher.sources.simulate import SimulatedChain
+from bpfailover.publisher.chain import MAINNET, PREVIEW
+from bpfailover.publisher.sources.simulate import SimulatedChain
 
 START = 1_750_000_000.0
 

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from bpfailover.publisher.chain import MAINNET, PREPROD, PREVIEW, chain_for
+from bpfailover.publisher.sources import SourceError, make_source
+from bpfailover.publisher.sources.cardano_cli import SOCKET_ENV, CardanoCliSource
+from bpfailover.publisher.sources.command import CommandSource
+from bpfailover.publisher.sources.prometheus import PrometheusSource, canonical, parse_metrics
+from bpfailover.publisher.sources.simulate import SimulatedChain
 from bpfailover.settings import ConfigError, PublisherSettings
-from publisher.chain import MAINNET, PREPROD, PREVIEW, chain_for
-from publisher.sources import SourceError, make_source
-from publisher.sources.cardano_cli import SOCKET_ENV, CardanoCliSource
-from publisher.sources.command import CommandSource
-from publisher.sources.prometheus import PrometheusSource, canonical, parse_metrics
-from publisher.sources.simulate import SimulatedChain
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from publisher.sources.base import SourceError, one_line
-from publisher.sources.tipjson import parse_tip_json
+from bpfailover.publisher.sources.base import SourceError, one_line
+from bpfailover.publisher.sources.tipjson import parse_tip_json
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

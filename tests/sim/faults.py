@@ -13,6 +13,10 @@ generator aims at the four fault classes the safety fixes are about:
    so that its DISCONNECT is lost and the broker sends its Will later);
 4. ``flap``: the producer's links let CONNECT/CONNACK and pings through but lose every
    publish, and drop every few seconds (a new connection, a new Will, each time).
+
+``idle`` (NodeState.forging): a node restarts with the non-producing flag and keeps its keys,
+so it relays with a fresh tip but does not forge until a SIGHUP; ``broken``, even that does
+nothing for the fault's duration, and the decider must fail it over (not_forging_after).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ WEIGHTS = {
     "rollback": 2,
     "dup": 2,
 }
+IDLE_SHARE = 0.3  # of the schedules get one ``idle`` fault too (from an RNG of its own)
 
 
 def generate(seed: int, nodes: int = 3) -> list[Fault]:
@@ -110,6 +115,13 @@ def generate(seed: int, nodes: int = 3) -> list[Fault]:
             faults.append(Fault(at, kind, "", r(0.2, 10), str(r(5, 120))))
         elif kind == "dup":
             faults.append(Fault(at, kind, "", r(10, 100), str(r(0.05, 0.5))))
+    # Drawn from an RNG of its own, so that every schedule above (and the seeds kept in
+    # test_regressions) stays what it was before this fault class existed.
+    extra = random.Random(seed * 7919 + 1)
+    if extra.random() < IDLE_SHARE:
+        at = round(extra.uniform(FAULTS_FROM, FAULTS_UNTIL), 2)
+        node = extra.choice(["producer", "producer", *names])
+        faults.append(Fault(at, "idle", node, round(extra.uniform(5, 90), 2), extra.choice(["", "broken"])))
     return sorted(faults, key=lambda f: f.at)
 
 
@@ -257,6 +269,14 @@ class Injector:
         elif kind == "dup":
             broker.dup_rate = float(f.arg)
             self.later(f.duration, lambda: setattr(broker, "dup_rate", 0.0))
+        elif kind == "idle":
+            # Its node restarts with the non-producing flag: keys in place, not forging, until a
+            # SIGHUP (which does nothing while ``broken``); its tip stays fresh.
+            node = world.nodes[self.node(f.target)]
+            node.idle = True
+            node.sighup_broken = f.arg == "broken"
+            world.changed()
+            self.later(f.duration, lambda: setattr(node, "sighup_broken", False))
         else:
             raise ValueError(kind)
 

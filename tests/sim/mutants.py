@@ -21,14 +21,14 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from actuator import core as actuator_core
-from actuator import policy
-from actuator.core import ActuatorCore
-from actuator.policy import CommandRejected, Verdict
-from bpfailover.wire import NodeState, RoleCommand
-from decider import pool as decider_pool
-from decider import safety
-from decider.model import Command, NodeView, Now
+from bpfailover.actuator import core as actuator_core
+from bpfailover.actuator import policy
+from bpfailover.actuator.core import ActuatorCore
+from bpfailover.actuator.policy import CommandRejected, Verdict
+from bpfailover.decider import pool as decider_pool
+from bpfailover.decider import safety
+from bpfailover.decider.model import Command, NodeView, Now
+from bpfailover.protocol.wire import NodeState, RoleCommand
 from tests.sim import world as sim_world
 
 

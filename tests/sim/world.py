@@ -1,9 +1,9 @@
 """The simulated pool: hosts with their clocks, cardano-nodes, publishers, the REAL actuator
 core and the REAL decider core, all on the simulated network of ``tests.sim.net``.
 
-The decider is driven through ``decider.service.DeciderService``'s own ``dispatch``,
+The decider is driven through ``bpfailover.decider.service.DeciderService``'s own ``dispatch``,
 ``_link_event`` and ``_watch_read`` (only its I/O is replaced); the actuator through
-``actuator.core.ActuatorCore`` in the order ``actuator.service.ActuatorService._step``
+``bpfailover.actuator.core.ActuatorCore`` in the order ``bpfailover.actuator.service.ActuatorService._step``
 uses (contact, fence, the message, tick). Nothing here reads a real clock.
 
 Checked after every event: **S**, no two nodes forge at once. At the end of a schedule
@@ -20,24 +20,26 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
-from actuator import controller as controller_module
-from actuator.commands import ApplyAborted
-from actuator.controller import RoleController
-from actuator.core import ActuatorCore, PublishState
-from actuator.fence import advertised_fence_after
-from actuator.policy import Expected
-from actuator.state import StoredState
+from bpfailover.actuator import controller as controller_module
+from bpfailover.actuator.commands import ApplyAborted
+from bpfailover.actuator.controller import RoleController
+from bpfailover.actuator.core import ActuatorCore, PublishState
+from bpfailover.actuator.methods.base import ApplyError
+from bpfailover.actuator.observe import Observed
+from bpfailover.actuator.policy import Expected
+from bpfailover.actuator.state import StoredState
+from bpfailover.decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
+from bpfailover.decider.alerts import KesWatch
+from bpfailover.decider.core import Decider
+from bpfailover.decider.model import Now
+from bpfailover.decider.retained import RetainedRead
+from bpfailover.decider.service import DeciderService
 from bpfailover.link import Incoming, LinkEvent
+from bpfailover.protocol.fence import advertised_fence_after
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import AppliedRole, DecisionEvent, Role, TipReport
 from bpfailover.rejections import Rejections
 from bpfailover.settings import ActuatorSettings, DeciderSettings, PoolSpec
-from bpfailover.topics import Topics
-from bpfailover.wire import AppliedRole, DecisionEvent, Role, TipReport
-from decider.actions import Action, PublishDryRun, PublishEvent, PublishRole, PublishStatus
-from decider.alerts import KesWatch
-from decider.core import Decider
-from decider.model import Now
-from decider.retained import RetainedRead
-from decider.service import DeciderService
 from tests.sim.net import Broker, Client, Link, Loop
 
 POOL = "pool1"
@@ -45,8 +47,8 @@ PREFIX = "bpfailover"
 WALL0 = 1_700_000_000.0
 KEEPALIVE = 2.0
 TIP_INTERVAL = 2.0
-ACTUATOR_TICK = 0.5  # actuator.service.TICK is 0.25; the wait is cut to the fence instant like its _wait
-SHUTDOWN_PUBLISH_TIMEOUT = 5.0  # actuator.service
+ACTUATOR_TICK = 0.5  # the real TICK (actuator service) is 0.25; the wait is cut to the fence instant
+SHUTDOWN_PUBLISH_TIMEOUT = 5.0  # bpfailover.actuator.service
 # Set by tests.sim.mutants ("contact_any"): contact is any packet from the broker, as before the fix.
 CONTACT_ANY_PACKET = False
 
@@ -62,6 +64,7 @@ DECIDER = DeciderSettings(
     apply_timeout=8.0,
     fence_margin=2.0,
     status_interval=10.0,
+    not_forging_after=15.0,
 )
 ACTUATOR = ActuatorSettings(
     method="command", fence_after=6.0, apply_timeout=2.0, stop_command="sim-stop", state_dir=Path("/sim")
@@ -243,6 +246,10 @@ class Node:
         self.priority = priority
         self.host = host
         self.forging = False  # its configuration: producer or relay
+        # Runs with its keys in place but does not forge (it restarted with the non-producing
+        # flag): a SIGHUP ends that, unless ``sighup_broken``.
+        self.idle = False
+        self.sighup_broken = False
         self._alive = True
         self.stalled = False
         self.tip_time = host.wall() - 1.0
@@ -260,7 +267,11 @@ class Node:
 
     @property
     def producing(self) -> bool:
-        return self.forging and self.alive and not self.host.suspended
+        return self.forging and not self.idle and self.alive and not self.host.suspended
+
+    def sighup(self) -> None:
+        if not self.sighup_broken:
+            self.idle = False
 
     def tip(self) -> float:
         if self.alive and not self.stalled:
@@ -269,7 +280,7 @@ class Node:
 
 
 class SimStore:
-    """``actuator.state.StateStore`` on the node's simulated disk."""
+    """``bpfailover.actuator.state.StateStore`` on the node's simulated disk."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -283,7 +294,7 @@ class SimStore:
 
 
 class SimMemory:
-    """``actuator.contact.ContactMemory`` on the node's disk (same boot: taken as it is)."""
+    """``bpfailover.actuator.contact.ContactMemory`` on the node's disk (same boot: taken as it is)."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
@@ -298,8 +309,26 @@ class SimMemory:
             self.node.contact = (at_boot, at_wall)
 
 
+class SimObserver:
+    """``bpfailover.actuator.observe.ForgingObserver`` looking at the simulated node: it forges or
+    not while it runs, unknown while it is dead."""
+
+    configured = True
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.last = Observed(None)
+
+    def look(self) -> Observed:
+        node = self.node
+        seen = Observed(node.forging and not node.idle, up=True)
+        self.last = seen if node.alive else Observed(None, up=False)
+        return self.last
+
+
 class SimMethod:
-    """A Method (``actuator.methods.base``) that switches the node's configuration at once."""
+    """A Method (``bpfailover.actuator.methods.base``) that switches the node's configuration at once (the
+    sighup method: the switch is a SIGHUP, and the node is seen doing it)."""
 
     name = "sim"
     restarts_node = False  # it switches at once: no restart to wait for
@@ -307,6 +336,25 @@ class SimMethod:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.settings = ACTUATOR
+        self.observer = SimObserver(node)
+
+    def observe(self) -> Observed:
+        return self.observer.look()
+
+    def can_reassert(self) -> bool:
+        return True
+
+    def reassert(
+        self, role: Role, abort: Callable[[], bool] | None = None, alive: Callable[[], None] | None = None
+    ) -> None:
+        if self.detect_role() != role:
+            raise ApplyError(f"the key files do not say {role}", "unknown")
+        if role == "producer" and abort is not None and abort():
+            raise ApplyAborted("sim: stopped to fence")
+        self.node.sighup()
+        self.node.world.changed()
+        if role == "producer" and self.observe().forging is False:
+            raise ApplyError("producer: not confirmed by the node (SIGHUP has no effect)", "producer")
 
     def check(self) -> None:
         pass
@@ -323,11 +371,12 @@ class SimMethod:
         if role == "producer" and abort is not None and abort():
             raise ApplyAborted("sim: stopped to fence")
         self.node.forging = role == "producer"
+        self.node.sighup()
         self.node.world.changed()
 
 
 def _inline_within(seconds: float, step: Callable[[], Any], what: str, alive: Any = None) -> Any:
-    """``actuator.commands.within`` without its helper thread (the simulated disk never hangs)."""
+    """``bpfailover.actuator.commands.within`` without its helper thread (the simulated disk never hangs)."""
     return step()
 
 
@@ -391,7 +440,7 @@ class Publisher(Process, Quiet):
 
 
 class Actuator(Process):
-    """The real ActuatorCore, driven as ``actuator.service`` drives it."""
+    """The real ActuatorCore, driven as ``bpfailover.actuator.service`` drives it."""
 
     def __init__(self, world: World, node: Node) -> None:
         super().__init__(world, node.host, f"actuator-{node.name}")

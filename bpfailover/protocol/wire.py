@@ -12,7 +12,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from bpfailover.topics import NodeName, PoolId
+from bpfailover.protocol.topics import NodeName, PoolId
 
 MAX_PAYLOAD = 8 * 1024
 WIRE_VERSION = 1
@@ -125,6 +125,10 @@ class NodeState(WireModel):
     # up (``[actuator] start_timeout``). Absent when no such restart is under way.
     starting_since: UnixTime | None = None
     start_timeout: float | None = Field(default=None, ge=0, le=MAX_SECONDS)
+    # The node's forging state as its actuator observed it from the node itself (``[actuator]
+    # metrics_url`` or ``node_log``), after consensus started: true forging, false not forging,
+    # absent (null) unknown: no observation source, the node replaying its ledger, or not yet seen.
+    forging: bool | None = None
 
 
 class Transition(WireModel):
@@ -199,6 +203,7 @@ class NodeInputs(WireModel):
     role: AppliedRole = "unknown"
     epoch: Count = 0
     skew: float | None = None
+    forging: bool | None = None  # as its actuator sees its node (NodeState.forging)
 
 
 class DecisionEvent(WireModel):

@@ -61,8 +61,8 @@ def problems(config: BpfConfig, path: Path) -> list[str]:
     It runs the same checks the services run at start-up, so a file that passes here does
     not fail there (keys load, method and source settings are complete, timings hold).
     """
+    from bpfailover.protocol.signing import KeyLoadError, load_signing_key, load_verify_key
     from bpfailover.settings import ConfigError
-    from bpfailover.signing import KeyLoadError, load_signing_key, load_verify_key
 
     roles = _roles(path)
     out: list[str] = []
@@ -83,15 +83,15 @@ def problems(config: BpfConfig, path: Path) -> list[str]:
             except KeyLoadError as exc:
                 out.append(f"actuator.verify_key: {exc}")
         try:
-            from actuator.methods import build_method
+            from bpfailover.actuator.methods import build_method
 
             build_method(config.actuator).check()
         except ConfigError as exc:
             out.append(str(exc))
     if "publisher" in roles:
         try:
-            from publisher.chain import chain_for
-            from publisher.sources import make_source
+            from bpfailover.publisher.chain import chain_for
+            from bpfailover.publisher.sources import make_source
 
             make_source(config.publisher, chain_for(config.publisher), pool=config.pool.id or "x",
                         node=config.node.name or "x")
@@ -106,7 +106,7 @@ def problems(config: BpfConfig, path: Path) -> list[str]:
             except KeyLoadError as exc:
                 out.append(f"decider.signing_key: {exc}")
         try:
-            from decider.invariants import check_invariants
+            from bpfailover.decider.invariants import check_invariants
 
             check_invariants(config.decider, config.mqtt.keepalive)
         except ConfigError as exc:
@@ -128,6 +128,10 @@ def warnings(config: BpfConfig, path: Path) -> list[str]:
         out.append("actuator.fence_after is 0: self-fencing is disabled, no split-brain guarantee")
     if "actuator" in roles and config.actuator.verify_key is None:
         out.append("actuator.verify_key is not set: role commands are not signature-checked")
+    if "actuator" in roles:
+        from bpfailover.actuator.start_check import sighup_warnings
+
+        out += sighup_warnings(config.actuator)
     if "decider" in roles and config.decider.signing_key is None:
         out.append("decider.signing_key is not set: role commands are sent unsigned")
     if "decider" in roles and len(config.pools) == 1 and len(config.pools[0].nodes) < 2:

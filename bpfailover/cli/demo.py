@@ -28,12 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from bpfailover.broker.mosquitto import find_mosquitto
+from bpfailover.cli.status import PoolCollector, describe_event, fmt_age
 from bpfailover.link import Incoming, MqttLink, make_client_id
+from bpfailover.protocol.topics import Topics
+from bpfailover.protocol.wire import DecisionEvent, PayloadRejected, decode
 from bpfailover.settings import load_config
-from bpfailover.status import PoolCollector, describe_event, fmt_age
-from bpfailover.topics import Topics
-from bpfailover.wire import DecisionEvent, PayloadRejected, decode
-from broker.mosquitto import find_mosquitto
 
 POOL = "demo"
 NODES = ("bp1", "bp2")
@@ -284,7 +284,7 @@ def _interrupt(_signum: int, _frame: FrameType | None) -> None:
 
 
 def _start(binary: str, folder: Path, out: Callable[[str], None]) -> Children:
-    from broker.bundle import node_config, write_bundle
+    from bpfailover.broker.bundle import node_config, write_bundle
 
     bundle = folder / "bundle"
     logs = folder / "logs"

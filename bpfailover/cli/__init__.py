@@ -30,7 +30,7 @@ def _config(args: argparse.Namespace) -> BpfConfig:
 
 
 def _cmd_init(args: argparse.Namespace) -> int:
-    from broker.bundle import BundleError, write_bundle
+    from bpfailover.broker.bundle import BundleError, write_bundle
 
     nodes = [n.strip() for n in args.nodes.split(",") if n.strip()]
     try:
@@ -51,19 +51,19 @@ def _cmd_init(args: argparse.Namespace) -> int:
 
 
 def _cmd_publisher(args: argparse.Namespace) -> int:
-    from publisher.service import run
+    from bpfailover.publisher.service import run
 
     return run(_config(args))
 
 
 def _cmd_actuator(args: argparse.Namespace) -> int:
-    from actuator.service import run
+    from bpfailover.actuator.service import run
 
     return run(_config(args))
 
 
 def _cmd_decider(args: argparse.Namespace) -> int:
-    from decider.service import run
+    from bpfailover.decider.service import run
 
     return run(_config(args))
 
@@ -71,7 +71,7 @@ def _cmd_decider(args: argparse.Namespace) -> int:
 def _cmd_config_check(args: argparse.Namespace) -> int:
     import json
 
-    from bpfailover.config_check import problems, render
+    from bpfailover.cli.config_check import problems, render
 
     config = _config(args)
     path = Path(args.config)
@@ -87,13 +87,13 @@ def _cmd_config_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_ops(args: argparse.Namespace) -> int:
-    from bpfailover import ops
+    from bpfailover.cli import ops
 
     return ops.run(args, _config(args))
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from bpfailover.demo import run
+    from bpfailover.cli.demo import run
 
     return run(args)
 

@@ -26,9 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bpfailover.logs import escape_control
-from bpfailover.settings import BpfConfig
-from bpfailover.topics import TopicError, Topics
-from bpfailover.wire import (
+from bpfailover.protocol.topics import TopicError, Topics
+from bpfailover.protocol.wire import (
     DeciderStatus,
     DecisionEvent,
     NodeState,
@@ -37,6 +36,7 @@ from bpfailover.wire import (
     TipReport,
     decode,
 )
+from bpfailover.settings import BpfConfig
 
 EXIT_OK = 0
 EXIT_DEGRADED = 1
@@ -172,6 +172,7 @@ class NodeRow:
     why_not: str | None  # None when eligible; "producer" for the producer itself
     maintenance: bool
     dry_run_role: str | None
+    forging: bool | None = None  # as its actuator sees its node (NodeState.forging); None unknown
 
 
 @dataclass(frozen=True)
@@ -281,6 +282,7 @@ def assess(view: PoolView, now: float, rules: Rules | None = None) -> PoolReport
                 why_not=why,
                 maintenance=maintenance,
                 dry_run_role=node.dryrun.role if node.dryrun else None,
+                forging=node.state.forging if node.state and node.state.online else None,
             )
         )
 
@@ -306,8 +308,13 @@ def assess(view: PoolView, now: float, rules: Rules | None = None) -> PoolReport
             worse(EXIT_NO_PRODUCER, f"producer {p.name} tip is stale ({fmt_age(p.tip_age)} old)")
         if p.online is False:
             worse(EXIT_DEGRADED, f"producer {p.name}'s actuator is offline: it cannot be demoted on command")
+        if p.forging is False:
+            worse(EXIT_NO_PRODUCER, f"producer {p.name} is seen not forging (its actuator re-applies it)")
         if p.kes_periods_left is not None and p.kes_periods_left <= rules.kes_warn_periods:
             notes.append(f"producer {p.name}: {p.kes_periods_left} KES periods left, rotate the KES key")
+    for r in rows:
+        if r.forging is True and r.name not in applied_producers:
+            worse(EXIT_NO_PRODUCER, f"{r.name} is seen forging but does not apply producer")
     standbys = [r for r in rows if r.why_not != "producer"]
     if not any(r.eligible for r in standbys):
         worse(EXIT_DEGRADED, "no healthy standby" if standbys else "no standby node in this pool")
@@ -428,6 +435,10 @@ def _cells(row: NodeRow) -> list[str]:
         applied += f" ->{row.pending}"
     if row.fenced:
         applied += " fenced"
+    if row.forging is True and row.applied != "producer":
+        applied += " FORGING"
+    elif row.forging is False and row.applied == "producer":
+        applied += " NOT FORGING"
     online = "-" if row.online is None else ("yes" if row.online else "NO")
     age = (row.tip_error and "error") or fmt_age(row.tip_age)
     kes = "-" if row.kes_periods_left is None else str(row.kes_periods_left)
@@ -546,6 +557,7 @@ def report_dict(report: PoolReport) -> dict[str, Any]:
                 "why_not": r.why_not,
                 "maintenance": r.maintenance,
                 "dry_run_role": r.dry_run_role,
+                "forging": r.forging,
             }
             for r in report.rows
         ],

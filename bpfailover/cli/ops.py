@@ -7,7 +7,7 @@ waits for the DecisionEvent carrying the same ``request_id``.
 
 Exit codes of the control commands: 0 accepted; 1 refused by the decider (the
 reason is printed); 2 usage, configuration or broker error; 3 no answer in time.
-``status`` exits with the worst code of its pools (see ``bpfailover.status``).
+``status`` exits with the worst code of its pools (see ``bpfailover.cli.status``).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ import time
 import uuid
 from collections.abc import Callable
 
-from bpfailover import status as st
+from bpfailover.cli import status as st
 from bpfailover.durations import parse_duration
 from bpfailover.link import Incoming, LinkError, MqttLink, PublishError, make_client_id
 from bpfailover.logs import escape_control
+from bpfailover.protocol.signing import KeyLoadError, load_signing_key, sign
+from bpfailover.protocol.topics import TopicError, Topics, check_id
+from bpfailover.protocol.wire import ControlRequest, DeciderStatus, DecisionEvent, PayloadRejected, decode
 from bpfailover.settings import BpfConfig, ConfigError
-from bpfailover.signing import KeyLoadError, load_signing_key, sign
-from bpfailover.topics import TopicError, Topics, check_id
-from bpfailover.wire import ControlRequest, DeciderStatus, DecisionEvent, PayloadRejected, decode
 
 EXIT_REFUSED = 1
 EXIT_ERROR = 2

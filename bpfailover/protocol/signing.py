@@ -17,7 +17,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-from bpfailover.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand
+from bpfailover.protocol.wire import ControlRequest, DeciderStatus, NodeState, RoleCommand
 
 
 class SignatureError(ValueError):
