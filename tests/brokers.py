@@ -3,7 +3,8 @@
 ``BPF_TEST_BROKER`` chooses the kind (docs/bundle.md lists every variable):
 
 - ``local`` (default): the mosquitto binary, on a free loopback port;
-- ``docker``: testcontainers ``eclipse-mosquitto:2`` with the bundle mounted;
+- ``docker``: testcontainers runs compose.yaml's broker image (``bpfailover-mosquitto:local``,
+  built from deploy/docker/mosquitto when the engine lacks it) with the bundle mounted;
 - ``external``: a broker you run, reached through ``BPF_TEST_BROKER_HOST`` etc.
   It cannot be restarted and its ACLs are its own, so tests that need either skip.
 
@@ -46,7 +47,15 @@ T = TypeVar("T")
 
 KIND_ENV = "BPF_TEST_BROKER"
 KINDS = ("local", "docker", "external")
-DOCKER_IMAGE = "eclipse-mosquitto:2"
+# The docker kind runs the broker image of compose.yaml, built the way compose builds it.
+DOCKER_IMAGE_ENV = "BPF_TEST_BROKER_IMAGE"
+DOCKER_IMAGE = "bpfailover-mosquitto:local"
+DOCKER_BASE_ENV = "BPF_BROKER_BASE_IMAGE"
+DOCKER_BASE = "eclipse-mosquitto:2"
+DOCKER_CONTEXT = Path(__file__).resolve().parents[1] / "deploy" / "docker" / "mosquitto"
+DOCKER_BUILD_TIMEOUT = 600
+# Set by CI's Docker part (.ci/docker): no engine is then an error, not a skip.
+DOCKER_REQUIRED_ENV = "BPF_TEST_DOCKER"
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
 
@@ -464,12 +473,13 @@ class MosquittoProcess(BrokerHandle):
 
 
 class MosquittoContainer(BrokerHandle):
-    """testcontainers ``eclipse-mosquitto:2`` with the bundle mounted at its own path."""
+    """testcontainers: compose.yaml's broker image, with the bundle mounted at its own path."""
 
     kind = "docker"
 
-    def __init__(self, bundle: Path, **kwargs: Any) -> None:
+    def __init__(self, bundle: Path, *, image: str, **kwargs: Any) -> None:
         super().__init__(bundle, **kwargs)
+        self.image = image
         self.log_path = bundle.parent / f"{bundle.name}-mosquitto.log"
         self._container: Any = None
         self.conf = docker_conf(bundle)
@@ -491,7 +501,7 @@ class MosquittoContainer(BrokerHandle):
         from testcontainers.core.container import DockerContainer
 
         container = (
-            DockerContainer(DOCKER_IMAGE, user=f"{os.getuid()}:{os.getgid()}")
+            DockerContainer(self.image, user=f"{os.getuid()}:{os.getgid()}")
             .with_volume_mapping(str(self.bundle), str(self.bundle), "rw")
             .with_bind_ports(self.port, self.port)
             .with_command(shlex.join(["mosquitto", "-c", str(self.conf)]))
@@ -503,6 +513,13 @@ class MosquittoContainer(BrokerHandle):
         except BaseException:
             self.stop()
             raise
+
+    def inspect(self) -> dict[str, Any]:
+        """The engine's view of the running container (``docker inspect``)."""
+        assert self._container is not None, "broker not started"
+        wrapped = self._container.get_wrapped_container()
+        wrapped.reload()
+        return dict(wrapped.attrs)
 
     def _check_alive(self) -> None:
         if self._container is not None and not self.running:
@@ -516,6 +533,20 @@ class MosquittoContainer(BrokerHandle):
             out, err = container.get_logs()
             with open(self.log_path, "ab") as log:
                 log.write(out + err)
+
+    def restart(self) -> None:
+        """Stop (SIGTERM: mosquitto saves) and start the same container, on the same port.
+
+        Not a new container, as the base class would make: creating one takes seconds on
+        some storage drivers (vfs copies the whole image), longer than the tests' fence_after.
+        """
+        if self._container is None:
+            self.start()
+            return
+        wrapped = self._container.get_wrapped_container()
+        wrapped.stop(timeout=int(STOP_TIMEOUT))
+        wrapped.start()
+        self.wait_until_ready()
 
     def stop(self) -> None:
         container, self._container = self._container, None
@@ -624,7 +655,11 @@ def docker_conf(bundle: Path) -> Path:
 
 
 def docker_host() -> str:
-    """The address of a reachable Docker engine's published ports, or skip."""
+    """The address of a reachable Docker engine's published ports, or skip.
+
+    Also readies that engine for the tests: the broker image is there, and Ryuk, the
+    reaper testcontainers starts by default, only where its image is.
+    """
     try:
         from testcontainers.core.docker_client import DockerClient
 
@@ -632,8 +667,58 @@ def docker_host() -> str:
         client.client.ping()
         host = client.host()
     except Exception as exc:  # any failure means: no usable engine
-        pytest.skip(f"{KIND_ENV}=docker but no Docker engine is reachable ({type(exc).__name__}: {exc})")
+        why = f"{KIND_ENV}=docker but no Docker engine is reachable ({type(exc).__name__}: {exc})"
+        if os.environ.get(DOCKER_REQUIRED_ENV) == "1":
+            raise BrokerStartError(f"{why}; {DOCKER_REQUIRED_ENV}=1 requires one") from exc
+        pytest.skip(why)
+    ensure_docker_image(client.client)
+    reap_only_with_local_ryuk(client.client)
     return "127.0.0.1" if host in ("localhost", "::1", "") else host
+
+
+def docker_image() -> str:
+    return os.environ.get(DOCKER_IMAGE_ENV) or DOCKER_IMAGE
+
+
+def ensure_docker_image(client: Any) -> str:
+    """The broker image, built from deploy/docker/mosquitto (as compose.yaml does) if missing.
+
+    The base is ``BPF_BROKER_BASE_IMAGE``, the variable compose.yaml reads, by default
+    eclipse-mosquitto:2; without Docker Hub, scripts/compose-check's bpfailover-base:bookworm.
+    """
+    import docker.errors
+
+    image = docker_image()
+    with contextlib.suppress(docker.errors.ImageNotFound):
+        client.images.get(image)
+        return image
+    base = os.environ.get(DOCKER_BASE_ENV) or DOCKER_BASE
+    try:
+        client.images.build(
+            path=str(DOCKER_CONTEXT), tag=image, buildargs={"BASE_IMAGE": base}, rm=True,
+            timeout=DOCKER_BUILD_TIMEOUT,
+        )
+    except docker.errors.DockerException as exc:
+        raise BrokerStartError(
+            f"cannot build the broker image {image} from {DOCKER_CONTEXT} on {base}: {exc}. Without "
+            f"Docker Hub, run scripts/compose-check once and set {DOCKER_BASE_ENV}=bpfailover-base:bookworm"
+        ) from exc
+    return image
+
+
+def reap_only_with_local_ryuk(client: Any) -> None:
+    """Ryuk removes a killed run's containers, but its image comes from Docker Hub. Where it
+    is not on the engine already (and TESTCONTAINERS_RYUK_DISABLED is not set), run without
+    it: every broker is still stopped by its fixture or at exit."""
+    import docker.errors
+    from testcontainers.core.config import testcontainers_config
+
+    if os.environ.get("TESTCONTAINERS_RYUK_DISABLED") is not None:
+        return
+    try:
+        client.images.get(testcontainers_config.ryuk_image)
+    except docker.errors.ImageNotFound:
+        testcontainers_config.ryuk_disabled = True
 
 
 def make_broker(
@@ -668,7 +753,7 @@ def make_broker(
         write_bundle(bundle, pool=pool, nodes=nodes, broker_host=host, broker_port=port, prefix=prefix,
                      deciders=2)
         add_test_admin(bundle, admin_password)
-        handle = MosquittoContainer(bundle, host=host, port=port, **common)
+        handle = MosquittoContainer(bundle, image=docker_image(), host=host, port=port, **common)
     else:
         binary = find_mosquitto()
         if binary is None:
