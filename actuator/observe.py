@@ -230,6 +230,8 @@ class LogProbe:
         self._offset += len(data)
         data = self._partial + data
         complete, _, self._partial = data.rpartition(b"\n")
+        if len(self._partial) > LOG_TAIL:
+            self._partial = b""  # a "line" that long is no verdict (nor a text log): not held
         return complete.decode("utf-8", errors="replace").splitlines() if complete else []
 
     def look(self) -> Sight:

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bpfailover.actuator.observe import (
+    LOG_TAIL,
     MAX_BODY,
     METRICS_TIMEOUT,
     ForgingObserver,
@@ -254,3 +255,18 @@ def test_wrong_types_and_nan_in_the_exposition_say_nothing() -> None:
         'cardano_node_metrics_basicInfo{nodeStartTime="t1"} "x"\n'
     )
     assert read_metrics(text) == Sight(forging=None, up=False, start=None)
+
+
+def test_a_log_without_line_ends_is_held_to_one_tail_and_read_on(tmp_path: Path) -> None:
+    path = tmp_path / "node.log"
+    path.write_text("")
+    probe = LogProbe(path)
+    probe.look()
+    for _ in range(8):  # e.g. node_log pointed at a file that is not a text log
+        with open(path, "ab") as handle:
+            handle.write(b"\0" * LOG_TAIL)
+        probe.look()
+        assert len(probe._partial) <= LOG_TAIL, "what is held of an unfinished line grows without end"
+    with open(path, "a") as handle:
+        handle.write("\n" + fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
+    assert probe.look().forging is True
