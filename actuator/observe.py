@@ -351,6 +351,8 @@ class ForgingObserver:
         if sight.start is not None and sight.start != self._last_start:
             if self._last_start is not None and sight.start != self._tested_start:
                 self._tested = False  # the node restarted since: its metric is untested again
+            if self._last_start is not None and self.node_log is not None:
+                self.node_log.verdict = None  # what the log said was of the run before
             self._last_start = sight.start
         if not sight.up:
             return Observed(None, up=sight.up)

@@ -270,3 +270,19 @@ def test_a_log_without_line_ends_is_held_to_one_tail_and_read_on(tmp_path: Path)
     with open(path, "a") as handle:
         handle.write("\n" + fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
     assert probe.look().forging is True
+
+
+def test_a_node_restart_seen_in_the_metrics_ends_the_log_verdict_of_its_last_run(
+    exposition: Exposition, tmp_path: Path
+) -> None:
+    path = tmp_path / "node.log"
+    path.write_text(fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
+    observer = ForgingObserver(MetricsProbe(exposition.url), LogProbe(path), needs_sighup=True)
+    exposition.set(forging=1, start="t1")
+    observer.before_sighup()
+    observer.after_sighup()
+    path.write_text(path.read_text() + fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
+    assert observer.look().forging is True
+    exposition.set(forging=1, start="t2")  # restarted (not by the actuator) non-producing: 1, untested
+    seen = observer.look()
+    assert seen.forging is None and seen.untested, "the last run's 'Enabling' line still counted"
