@@ -23,10 +23,13 @@ Where both disagree, forging wins: a node that might forge is treated as forging
 from __future__ import annotations
 
 import contextlib
+import http.client
 import logging
 import math
 import os
 import re
+import threading
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -37,11 +40,26 @@ from prometheus_client.parser import text_string_to_metric_families
 log = logging.getLogger("bpfailover.actuator")
 
 METRICS_TIMEOUT = 1.0  # seconds: a look must never hold up the actuator's loop (the fence)
-MAX_BODY = 8 * 1024 * 1024
+MAX_BODY = 1024 * 1024  # a node's exposition is a few KiB; more is not an answer to parse
+READ_CHUNK = 64 * 1024
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at the first look
 
 _PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
 _SUFFIX = re.compile(r"_(?:int|counter|real)$")
+_NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
+# The metrics read_metrics looks at (canonical names); every other line is skipped unparsed,
+# so that a body of garbage costs a scan, not a parse per line.
+WANTED = frozenset(
+    (
+        "forging_enabled",
+        "slotnum",
+        "chaindb_slotnum",
+        "blockreplayprogress",
+        "basicinfo",
+        "node_start_time",
+        "nodestarttime",
+    )
+)
 
 ENABLED = "Enabling block forging"
 DISABLED = "Disabling block forging"
@@ -72,8 +90,9 @@ def read_metrics(text: str) -> Sight:
     values: dict[str, float] = {}
     start: str | None = None
     for line in text.splitlines():
-        if not line.strip() or line.startswith("#"):
-            continue
+        name = _NAME.match(line.lstrip())
+        if name is None or _canonical(name.group()) not in WANTED:
+            continue  # blank, a comment, or a metric nobody reads
         try:
             families = list(text_string_to_metric_families(line + "\n"))
         except ValueError:
@@ -139,22 +158,50 @@ def read_log_lines(lines: list[str]) -> Sight | None:
 
 
 class MetricsProbe:
-    """Reads ``metrics_url`` (at most METRICS_TIMEOUT per look)."""
+    """Reads ``metrics_url``: a look returns within METRICS_TIMEOUT whatever the endpoint does.
+
+    The fetch runs in a thread of its own, waited for at most METRICS_TIMEOUT: a socket timeout
+    bounds each read, not a whole answer sent a byte at a time. A fetch still under way when the
+    next look comes makes that look an error too, so at most one hangs at any time."""
 
     def __init__(self, url: str) -> None:
         self.url = url
+        self._fetch: threading.Thread | None = None
 
     def look(self) -> Sight:
+        if self._fetch is not None and self._fetch.is_alive():
+            return Sight(error=f"metrics {self.url}: the previous look is still unanswered")
+        answer: list[bytes | str] = []
+        fetch = threading.Thread(target=self._get, args=(answer,), name="metrics-look", daemon=True)
+        fetch.start()
+        fetch.join(METRICS_TIMEOUT)
+        if not answer:
+            self._fetch = fetch
+            return Sight(error=f"metrics {self.url}: no complete answer within {METRICS_TIMEOUT:g}s")
+        body = answer[0]
+        if isinstance(body, str):
+            return Sight(error=body)
+        return read_metrics(body.decode("utf-8", errors="replace"))
+
+    def _get(self, answer: list[bytes | str]) -> None:
+        """The body, or why there is none, into ``answer`` (read up to MAX_BODY, until the deadline)."""
+        until = time.monotonic() + METRICS_TIMEOUT
         request = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
         try:
             with urllib.request.urlopen(request, timeout=METRICS_TIMEOUT) as response:
-                body = response.read(MAX_BODY + 1)
-        except (OSError, ValueError) as exc:  # refused, timed out, HTTP errors, malformed URLs
+                body = b""
+                while len(body) <= MAX_BODY and time.monotonic() < until:
+                    chunk = response.read1(READ_CHUNK)
+                    if not chunk:
+                        answer.append(body)
+                        return
+                    body += chunk
+        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, HTTP errors
             reason = getattr(exc, "reason", None) or exc
-            return Sight(error=f"metrics {self.url}: {reason}")
+            answer.append(f"metrics {self.url}: {reason}")
+            return
         if len(body) > MAX_BODY:
-            return Sight(error=f"metrics {self.url}: response larger than {MAX_BODY} bytes")
-        return read_metrics(body.decode("utf-8", errors="replace"))
+            answer.append(f"metrics {self.url}: response larger than {MAX_BODY} bytes")
 
 
 class LogProbe:
@@ -183,6 +230,8 @@ class LogProbe:
         self._offset += len(data)
         data = self._partial + data
         complete, _, self._partial = data.rpartition(b"\n")
+        if len(self._partial) > LOG_TAIL:
+            self._partial = b""  # a "line" that long is no verdict (nor a text log): not held
         return complete.decode("utf-8", errors="replace").splitlines() if complete else []
 
     def look(self) -> Sight:
@@ -302,6 +351,8 @@ class ForgingObserver:
         if sight.start is not None and sight.start != self._last_start:
             if self._last_start is not None and sight.start != self._tested_start:
                 self._tested = False  # the node restarted since: its metric is untested again
+            if self._last_start is not None and self.node_log is not None:
+                self.node_log.verdict = None  # what the log said was of the run before
             self._last_start = sight.start
         if not sight.up:
             return Observed(None, up=sight.up)

@@ -364,6 +364,12 @@ class DeciderService:
             if not self.core.read_done:  # the retained read starts here
                 self.retained_read.at_least = self._presence_wait()
                 self.retained_read.subscribed(now.mono, event.link)
+            if event.link in self._subscribing and not self._links_up.get(event.link, True):
+                # Up only now: what it holds (its pools' tips, states, role commands) comes again
+                # after its SUBACKs; decided on before, a standby's fresh tip on another
+                # connection would meet a producer's tip gone stale while this one was down.
+                self._links_up[event.link] = True
+                return self.core.process(LinkChanged(all(self._links_up.values())), now)
             return []
         which = (
             "role commands"
@@ -382,7 +388,10 @@ class DeciderService:
             return []
         if event.link in self._subscribing and event.kind == "disconnected":
             self.retained_read.lost(event.link)  # a new connection sends everything retained again
-        self._links_up[event.link] = event.kind == "connected"
+        if event.link not in self._subscribing or event.kind == "disconnected":
+            # (A subscribing connection is up at its SUBACKs, above; with none to wait for, that
+            # event may even come before this one.)
+            self._links_up[event.link] = event.kind == "connected"
         if event.kind == "connected" and event.link == self.link.client_id:
             self.core.ctx.keepalive = self.link.keepalive()  # a broker may impose its own
         up = all(self._links_up.values())

@@ -11,6 +11,9 @@ from pathlib import Path
 import pytest
 
 from bpfailover.actuator.observe import (
+    LOG_TAIL,
+    MAX_BODY,
+    METRICS_TIMEOUT,
     ForgingObserver,
     LogProbe,
     MetricsProbe,
@@ -182,3 +185,104 @@ def test_log_and_metrics_that_disagree_count_as_forging(exposition: Exposition, 
     exposition.set(forging=1)
     observer = ForgingObserver(MetricsProbe(exposition.url), LogProbe(path), needs_sighup=False)
     assert observer.look().forging is True
+
+
+class Trickle:
+    """A /metrics endpoint that announces a body and then sends it one byte at a time, slowly
+    (a hung or hostile exporter): each read gets a byte before the socket timeout."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Length", "100000")
+                self.end_headers()
+                while not outer.stop.wait(0.1):
+                    try:
+                        self.wfile.write(b"#")
+                        self.wfile.flush()
+                    except OSError:
+                        return
+
+            def log_message(self, *_args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/metrics"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+
+def timed_look(probe: MetricsProbe, within: float) -> Sight:
+    """``probe.look()``, asserted to return within ``within`` seconds (it runs the actuator's loop)."""
+    seen: list[Sight] = []
+    looking = threading.Thread(target=lambda: seen.append(probe.look()), daemon=True)
+    looking.start()
+    looking.join(within)
+    assert seen, f"a look at the metrics held the actuator's loop for more than {within:g}s"
+    return seen[0]
+
+
+def test_an_endpoint_that_trickles_its_answer_is_given_up_on_in_bounded_time() -> None:
+    trickle = Trickle()
+    try:
+        probe = MetricsProbe(trickle.url)
+        seen = timed_look(probe, within=METRICS_TIMEOUT + 2.0)
+        assert seen.forging is None and seen.error is not None and trickle.url in seen.error
+        again = timed_look(probe, within=METRICS_TIMEOUT + 2.0)  # still unanswered: no second fetch piles up
+        assert again.forging is None and again.error is not None
+    finally:
+        trickle.stop.set()
+        trickle.server.shutdown()
+        trickle.server.server_close()
+
+
+def test_a_body_of_garbage_up_to_the_size_limit_is_read_in_bounded_time(exposition: Exposition) -> None:
+    exposition.set(forging=1)
+    garbage = "!!\n" * ((MAX_BODY - len(exposition.text)) // 3)
+    exposition.text = garbage + exposition.text
+    seen = timed_look(MetricsProbe(exposition.url), within=METRICS_TIMEOUT + 2.0)
+    assert (seen.forging, seen.up, seen.error) == (True, True, None)
+
+
+def test_wrong_types_and_nan_in_the_exposition_say_nothing() -> None:
+    text = (
+        "cardano_node_metrics_forging_enabled_int yes\n"
+        "cardano_node_metrics_forging_enabled_int NaN\n"
+        "cardano_node_metrics_slotNum_int NaN\n"
+        'cardano_node_metrics_basicInfo{nodeStartTime="t1"} "x"\n'
+    )
+    assert read_metrics(text) == Sight(forging=None, up=False, start=None)
+
+
+def test_a_log_without_line_ends_is_held_to_one_tail_and_read_on(tmp_path: Path) -> None:
+    path = tmp_path / "node.log"
+    path.write_text("")
+    probe = LogProbe(path)
+    probe.look()
+    for _ in range(8):  # e.g. node_log pointed at a file that is not a text log
+        with open(path, "ab") as handle:
+            handle.write(b"\0" * LOG_TAIL)
+        probe.look()
+        assert len(probe._partial) <= LOG_TAIL, "what is held of an unfinished line grows without end"
+    with open(path, "a") as handle:
+        handle.write("\n" + fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
+    assert probe.look().forging is True
+
+
+def test_a_node_restart_seen_in_the_metrics_ends_the_log_verdict_of_its_last_run(
+    exposition: Exposition, tmp_path: Path
+) -> None:
+    path = tmp_path / "node.log"
+    path.write_text(fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
+    observer = ForgingObserver(MetricsProbe(exposition.url), LogProbe(path), needs_sighup=True)
+    exposition.set(forging=1, start="t1")
+    observer.before_sighup()
+    observer.after_sighup()
+    path.write_text(path.read_text() + fixture_lines("node_log_enabling_8.7.log")[0] + "\n")
+    assert observer.look().forging is True
+    exposition.set(forging=1, start="t2")  # restarted (not by the actuator) non-producing: 1, untested
+    seen = observer.look()
+    assert seen.forging is None and seen.untested, "the last run's 'Enabling' line still counted"
