@@ -43,6 +43,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SLOT_OFFSET = 1_700_000_000  # custom network: slot 0 at this unix time
 SLOT_LENGTH = 0.02  # 50 slots/s: a simulated block every 0.4 s on average
 STOP_GRACE = 3.0
+MOSQUITTO_KEEPALIVE_SWEEP = 6.0  # mosquitto 2.0 checks its clients' keepalives every 6 s
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,10 @@ class Timings:
     @property
     def broker_detects_silence(self) -> float:
         """The Last Will's latest delay after a client falls silent: mosquitto drops it after
-        1.5 x keepalive, checked on its whole-second clock (up to 1 s later)."""
-        return 1.5 * self.keepalive + 1.0
+        1.5 x keepalive, on its whole-second clock (up to 1 s later), but it looks only every
+        6 s (mosquitto 2.0's ``keepalive__check`` runs when ``last_keepalive_check + 5 < now``):
+        up to 6 s more. Seen here: Wills 11.8 and 12.6 s after a 5 s keepalive client fell silent."""
+        return 1.5 * self.keepalive + 1.0 + MOSQUITTO_KEEPALIVE_SWEEP
 
     def theoretical_failover(self, will_delay: float | None, advertised: float | None = None) -> float:
         """The earliest a standby can be producer after the producer's failure.

@@ -151,7 +151,8 @@ def test_producer_cut_off_fences_before_the_standby_is_promoted(
     advertised = advertised_fence(cluster, "bp1")
     t0 = cluster.network("bp1", fault)
     # cut: the proxy resets the connection, the broker publishes the Will at once;
-    # blackhole: the broker notices the silence only after 1.5 x keepalive (+ up to 1 s).
+    # blackhole: the broker notices the silence only after 1.5 x keepalive (+ up to 7 s: see
+    # Timings.broker_detects_silence).
     will_delay = 0.0 if fault == "cut" else T.broker_detects_silence
     theory = T.theoretical_failover(will_delay, advertised)
     promoted = producer_at(cluster, "bp2", 2, t0, theory + 10)
