@@ -22,8 +22,10 @@ the node is starting. (A running node may keep a last value just below 100, such
 
 from __future__ import annotations
 
+import http.client
 import math
 import re
+import time
 import urllib.error
 import urllib.request
 
@@ -32,6 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bpfailover.publisher.sources.base import SourceError, TipSample, count, one_line, required_count
 
 MAX_BODY = 8 * 1024 * 1024
+READ_CHUNK = 64 * 1024
 _PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
 _SUFFIX = re.compile(r"_(?:int|counter|real)$")
 
@@ -115,6 +118,20 @@ def parse_metrics(text: str, what: str = "metrics") -> TipSample:
     )
 
 
+def _read_within(response: http.client.HTTPResponse, deadline: float) -> bytes:
+    """The body, up to MAX_BODY + 1 bytes, read by chunks until ``deadline``: the socket timeout
+    bounds each read only, and an endpoint that trickles its answer must not hold the loop."""
+    body = bytearray()
+    while len(body) <= MAX_BODY:
+        if time.monotonic() > deadline:
+            raise TimeoutError
+        chunk = response.read1(READ_CHUNK)
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
+
+
 class PrometheusSource:
     name = "prometheus"
 
@@ -126,7 +143,7 @@ class PrometheusSource:
         request = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = response.read(MAX_BODY + 1)
+                body = _read_within(response, time.monotonic() + self.timeout)
         except urllib.error.HTTPError as exc:
             raise SourceError(f"metrics {self.url}: HTTP {exc.code} {exc.reason}") from None
         except urllib.error.URLError as exc:

@@ -180,6 +180,7 @@ class MetricsServer:
         self.body = b""
         self.status = 200
         self.delay = 0.0
+        self.trickle = 0.0  # seconds between the body's bytes, each sent on its own
         self.requests: list[str] = []
         outer = self
 
@@ -193,7 +194,12 @@ class MetricsServer:
                 self.send_header("Content-Length", str(len(outer.body)))
                 self.end_headers()
                 with contextlib.suppress(OSError):  # the client gave up (timeout test)
-                    self.wfile.write(outer.body)
+                    if not outer.trickle:
+                        self.wfile.write(outer.body)
+                    for i in range(len(outer.body) if outer.trickle else 0):
+                        self.wfile.write(outer.body[i : i + 1])
+                        self.wfile.flush()
+                        time.sleep(outer.trickle)
 
             def log_message(self, *_args: object) -> None:
                 pass
@@ -329,6 +335,17 @@ def test_prometheus_endpoint_down():
 def test_prometheus_slow_endpoint_times_out(metrics):
     metrics.serve("metrics_legacy_producer.prom")
     metrics.delay = 2.0
+    started = time.monotonic()
+    with pytest.raises(SourceError, match=r"did not answer within 0\.3s"):
+        PrometheusSource(metrics.url, timeout=0.3).sample()
+    assert time.monotonic() - started < 1.5
+
+
+def test_prometheus_endpoint_that_trickles_its_answer_times_out(metrics):
+    """Each byte comes well within the socket timeout, the whole answer never: the read is
+    bounded as a whole, not per byte."""
+    metrics.serve("metrics_legacy_producer.prom")
+    metrics.trickle = 0.02
     started = time.monotonic()
     with pytest.raises(SourceError, match=r"did not answer within 0\.3s"):
         PrometheusSource(metrics.url, timeout=0.3).sample()
