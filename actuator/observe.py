@@ -23,29 +23,24 @@ Where both disagree, forging wins: a node that might forge is treated as forging
 from __future__ import annotations
 
 import contextlib
-import http.client
 import logging
 import math
 import os
 import re
 import threading
-import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bpfailover.node_metrics import MetricsUnavailable, canonical, fetch
+
 log = logging.getLogger("bpfailover.actuator")
 
 METRICS_TIMEOUT = 1.0  # seconds: a look must never hold up the actuator's loop (the fence)
 MAX_BODY = 1024 * 1024  # a node's exposition is a few KiB; more is not an answer to parse
-READ_CHUNK = 64 * 1024
 LOG_TAIL = 256 * 1024  # bytes of an existing log read at the first look
 
-_PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
-_SUFFIX = re.compile(r"_(?:int|counter|real)$")
 _NAME = re.compile(r"[A-Za-z_:][A-Za-z0-9_:]*")
 # The metrics read_metrics looks at (canonical names); every other line is skipped unparsed,
 # so that a body of garbage costs a scan, not a parse per line.
@@ -81,17 +76,13 @@ class Sight:
     error: str | None = None
 
 
-def _canonical(name: str) -> str:
-    return _SUFFIX.sub("", _PREFIX.sub("", name)).lower()
-
-
 def read_metrics(text: str) -> Sight:
     """What a Prometheus exposition of cardano-node says about forging and whether it is up."""
     values: dict[str, float] = {}
     start: str | None = None
     for line in text.splitlines():
         name = _NAME.match(line.lstrip())
-        if name is None or _canonical(name.group()) not in WANTED:
+        if name is None or canonical(name.group()) not in WANTED:
             continue  # blank, a comment, or a metric nobody reads
         try:
             families = list(text_string_to_metric_families(line + "\n"))
@@ -99,7 +90,7 @@ def read_metrics(text: str) -> Sight:
             continue  # one malformed line must not hide the others
         for family in families:
             for sample in family.samples:
-                key = _canonical(sample.name)
+                key = canonical(sample.name)
                 values.setdefault(key, sample.value)
                 if key == "basicinfo" and "nodeStartTime" in sample.labels:
                     start = sample.labels["nodeStartTime"]
@@ -171,37 +162,21 @@ class MetricsProbe:
     def look(self) -> Sight:
         if self._fetch is not None and self._fetch.is_alive():
             return Sight(error=f"metrics {self.url}: the previous look is still unanswered")
-        answer: list[bytes | str] = []
+        answer: list[Sight] = []
         fetch = threading.Thread(target=self._get, args=(answer,), name="metrics-look", daemon=True)
         fetch.start()
         fetch.join(METRICS_TIMEOUT)
         if not answer:
             self._fetch = fetch
             return Sight(error=f"metrics {self.url}: no complete answer within {METRICS_TIMEOUT:g}s")
-        body = answer[0]
-        if isinstance(body, str):
-            return Sight(error=body)
-        return read_metrics(body.decode("utf-8", errors="replace"))
+        return answer[0]
 
-    def _get(self, answer: list[bytes | str]) -> None:
-        """The body, or why there is none, into ``answer`` (read up to MAX_BODY, until the deadline)."""
-        until = time.monotonic() + METRICS_TIMEOUT
-        request = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
+    def _get(self, answer: list[Sight]) -> None:
+        """What the endpoint says, or why it says nothing, into ``answer``."""
         try:
-            with urllib.request.urlopen(request, timeout=METRICS_TIMEOUT) as response:
-                body = b""
-                while len(body) <= MAX_BODY and time.monotonic() < until:
-                    chunk = response.read1(READ_CHUNK)
-                    if not chunk:
-                        answer.append(body)
-                        return
-                    body += chunk
-        except (OSError, ValueError, http.client.HTTPException) as exc:  # refused, timed out, HTTP errors
-            reason = getattr(exc, "reason", None) or exc
-            answer.append(f"metrics {self.url}: {reason}")
-            return
-        if len(body) > MAX_BODY:
-            answer.append(f"metrics {self.url}: response larger than {MAX_BODY} bytes")
+            answer.append(read_metrics(fetch(self.url, METRICS_TIMEOUT, MAX_BODY)))
+        except MetricsUnavailable as exc:
+            answer.append(Sight(error=str(exc)))
 
 
 class LogProbe:

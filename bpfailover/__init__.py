@@ -4,7 +4,7 @@ The one installed package. Its layers, from the bottom (imports run only downwar
 
 - ``bpfailover.protocol``: the contract the components share (topics, wire models,
   signing, the fence-promise formula);
-- the shared runtime in this folder: ``settings``, ``link`` (the MQTT link), ``logs``,
+- the shared runtime in this folder: ``settings``, ``link`` (the MQTT link), ``logs``, ``node_metrics``,
   ``durations``, ``rejections``;
 - the components, installed from their own top-level folders: ``bpfailover.publisher``,
   ``bpfailover.decider``, ``bpfailover.actuator``, ``bpfailover.broker``;

@@ -4,7 +4,7 @@ The components keep their top-level folders (``decider/`` …) and are installed
 subpackages of ``bpfailover`` by pyproject's ``package-dir``. The layers, from the bottom:
 
     bpfailover.protocol                     the contract: topics, wire models, signing, fence
-    bpfailover.{durations,rejections,logs,settings,link}    the shared runtime
+    bpfailover.{durations,rejections,logs,settings,link,node_metrics}    the shared runtime
     bpfailover.{publisher,decider,actuator,broker}          the components, apart
     bpfailover.cli                          the operator surface, above them all
 """
@@ -23,7 +23,7 @@ PACKAGE_DIR: dict[str, str] = PYPROJECT["tool"]["setuptools"]["package-dir"]
 PACKAGES: list[str] = PYPROJECT["tool"]["setuptools"]["packages"]
 
 PROTOCOL = "bpfailover.protocol"
-SHARED = {f"bpfailover.{m}" for m in ("durations", "rejections", "logs", "settings", "link")}
+SHARED = {f"bpfailover.{m}" for m in ("durations", "rejections", "logs", "settings", "link", "node_metrics")}
 COMPONENTS = {f"bpfailover.{c}" for c in ("publisher", "decider", "actuator", "broker")}
 SURFACE = "bpfailover.cli"
 TOP_LEVEL_FOLDERS = ("decider", "actuator", "publisher", "broker")

@@ -22,21 +22,15 @@ the node is starting. (A running node may keep a last value just below 100, such
 
 from __future__ import annotations
 
-import http.client
 import math
 import re
-import time
-import urllib.error
-import urllib.request
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from bpfailover.node_metrics import MetricsUnavailable, canonical, fetch
 from bpfailover.publisher.sources.base import SourceError, TipSample, count, one_line, required_count
 
 MAX_BODY = 8 * 1024 * 1024
-READ_CHUNK = 64 * 1024
-_PREFIX = re.compile(r"^cardano_node_(?:[A-Za-z]+_)?metrics_")
-_SUFFIX = re.compile(r"_(?:int|counter|real)$")
 
 SLOT = ("slotnum", "chaindb_slotnum")
 BLOCK = ("blocknum", "chaindb_blocknum")
@@ -47,9 +41,6 @@ KES_LEFT = ("remainingkesperiods",)
 # connectedPeers: non-P2P nodes; peerSelection_hot / _Hot: P2P (legacy / new tracing).
 PEERS = ("connectedpeers", "peerselection_hot", "peersfromnodekernel")
 
-
-def canonical(name: str) -> str:
-    return _SUFFIX.sub("", _PREFIX.sub("", name)).lower()
 
 
 TIP_BLOCK = "tipblock"
@@ -118,20 +109,6 @@ def parse_metrics(text: str, what: str = "metrics") -> TipSample:
     )
 
 
-def _read_within(response: http.client.HTTPResponse, deadline: float) -> bytes:
-    """The body, up to MAX_BODY + 1 bytes, read by chunks until ``deadline``: the socket timeout
-    bounds each read only, and an endpoint that trickles its answer must not hold the loop."""
-    body = bytearray()
-    while len(body) <= MAX_BODY:
-        if time.monotonic() > deadline:
-            raise TimeoutError
-        chunk = response.read1(READ_CHUNK)
-        if not chunk:
-            break
-        body += chunk
-    return bytes(body)
-
-
 class PrometheusSource:
     name = "prometheus"
 
@@ -140,25 +117,10 @@ class PrometheusSource:
         self.timeout = timeout
 
     def fetch(self) -> str:
-        request = urllib.request.Request(self.url, headers={"Accept": "text/plain;version=0.0.4"})
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                body = _read_within(response, time.monotonic() + self.timeout)
-        except urllib.error.HTTPError as exc:
-            raise SourceError(f"metrics {self.url}: HTTP {exc.code} {exc.reason}") from None
-        except urllib.error.URLError as exc:
-            reason = exc.reason
-            if isinstance(reason, TimeoutError):
-                raise SourceError(f"metrics {self.url} did not answer within {self.timeout:g}s") from None
-            text = getattr(reason, "strerror", None) or str(reason)
-            raise SourceError(f"metrics {self.url} unreachable: {text}") from None
-        except TimeoutError:
-            raise SourceError(f"metrics {self.url} did not answer within {self.timeout:g}s") from None
-        except (OSError, ValueError) as exc:  # reset connections, malformed responses or URLs
-            raise SourceError(f"metrics {self.url}: {exc}") from None
-        if len(body) > MAX_BODY:
-            raise SourceError(f"metrics {self.url}: response larger than {MAX_BODY} bytes")
-        return body.decode("utf-8", errors="replace")
+            return fetch(self.url, self.timeout, MAX_BODY)
+        except MetricsUnavailable as exc:
+            raise SourceError(str(exc)) from None
 
     def sample(self) -> TipSample:
         return parse_metrics(self.fetch(), f"metrics at {self.url}")
