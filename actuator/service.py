@@ -105,6 +105,7 @@ class ActuatorService:
             contact_clock=clock,
         )
         self._stopping = threading.Event()
+        self._stop_reason = ""
         self._link_started = False
         self._connector: threading.Thread | None = None
         self._next_connect = 0.0
@@ -168,7 +169,10 @@ class ActuatorService:
 
     # --- the loop ---------------------------------------------------------------------------
 
-    def stop(self) -> None:
+    def stop(self, why: str = "") -> None:
+        """Ask the loop to end after its current step. Safe in a signal handler: it only sets
+        a flag (no logging there: a handler that logs can re-enter a write under way)."""
+        self._stop_reason = why
         self._stopping.set()
 
     def run(self) -> int:
@@ -192,6 +196,8 @@ class ActuatorService:
                     log_exception(log, "internal error in the actuator loop (continuing)")
                     self._stopping.wait(TICK)
         finally:
+            if self._stop_reason:
+                log.info("received %s; exiting after the current step", self._stop_reason)
             self._shutdown()
         return 0
 
@@ -309,8 +315,7 @@ def run(config: BpfConfig) -> int:
     service = ActuatorService(config)
 
     def on_signal(signum: int, _frame: object) -> None:
-        log.info("received %s; exiting after the current step", signal.Signals(signum).name)
-        service.stop()
+        service.stop(signal.Signals(signum).name)
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
